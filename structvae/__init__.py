@@ -1,0 +1,25 @@
+"""structvae: discrete and structured VAEs by direct optimization through arg max."""
+
+from . import solvers
+from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
+from .gumbel import gumbel_like, sample_gumbel
+from .potentials import Potentials
+from .solvers import Solver, available_solvers, get_solver, register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Potentials",
+    "sample_gumbel",
+    "gumbel_like",
+    "complete_edges",
+    "chain_edges",
+    "grid_edges",
+    "edges_from_graph",
+    "make_edges",
+    "solvers",
+    "Solver",
+    "get_solver",
+    "register",
+    "available_solvers",
+]

@@ -1,0 +1,152 @@
+"""The estimator protocol, its result type, the registry and shared helpers.
+
+    result = est(potentials, loss_fn, **kw)
+    result.surrogate.backward()
+
+``loss_fn(z)`` takes float ``[B, C, n, K]`` (C candidate assignments per data point, one-hot or
+relaxed) and returns ``[B, C]``. ``result.surrogate``'s gradient, with respect to the potentials
+and to whatever ``loss_fn`` depends on, estimates the gradient of ``loss.mean()`` (batch mean).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..potentials import Potentials
+from ..registry import Registry
+
+__all__ = [
+    "Estimator",
+    "EstimatorResult",
+    "LossFn",
+    "register_estimator",
+    "get_estimator",
+    "available_estimators",
+    "one_hot",
+    "evaluate_losses",
+]
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EstimatorResult:
+    """What an estimator returns.
+
+    Attributes:
+        z: long ``[B, n]`` the sampled assignment (the first sample when several are drawn).
+        loss: ``[B]`` the loss at the sample (detached, for logging).
+        surrogate: scalar; ``surrogate.backward()`` yields the gradient estimate of
+            ``loss.mean()``.
+        info: estimator-specific extras (e.g. ``z_eps``, ``eps``, ``temperature``).
+    """
+
+    z: torch.Tensor
+    loss: torch.Tensor
+    surrogate: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+
+def one_hot(z: torch.Tensor, K: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot float ``[..., n, K]`` of long ``z`` ``[..., n]``."""
+    return F.one_hot(z, K).to(dtype)
+
+
+def evaluate_losses(loss_fn: LossFn, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``loss_fn`` over candidates ``z`` float ``[B, C, n, K]`` in chunks of ``chunk`` along C.
+
+    Returns ``[B, C]``; checks the shape loss_fn returns.
+    """
+    B, C = z.shape[:2]
+    step = C if not chunk or chunk >= C else chunk
+    parts = []
+    for s in range(0, C, step):
+        out = loss_fn(z[:, s : s + step])
+        c = min(step, C - s)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, c):
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"loss_fn must map z of shape [B, C, n, K] = {list(z[:, s : s + step].shape)} "
+                f"to losses of shape [B, C] = [{B}, {c}], got {shape}"
+            )
+        parts.append(out)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class Estimator(ABC):
+    """Base class of gradient estimators.
+
+    Class attributes: ``supports_edges`` (pairwise potentials accepted), ``relaxed``
+    (``loss_fn`` receives relaxed, non-one-hot inputs), ``unbiased``. The training loop sets
+    ``iteration`` before each step so that schedules (ε, temperature) follow training.
+    """
+
+    name: str = "estimator"
+    supports_edges: bool = False
+    relaxed: bool = False
+    unbiased: bool = False
+
+    def __init__(self) -> None:
+        self.iteration = 0
+
+    def check(self, potentials: Potentials) -> None:
+        """Raise ``ValueError`` when ``potentials`` are unsupported, before any work."""
+        if not isinstance(potentials, Potentials):
+            raise ValueError(
+                f"estimator {self.name!r} expects a structvae.Potentials, "
+                f"got {type(potentials).__name__}"
+            )
+        if potentials.has_edges and not self.supports_edges:
+            raise ValueError(
+                f"estimator {self.name!r} handles independent latent variables only, but the "
+                f"potentials have {potentials.num_edges} pairwise edges; use 'direct'"
+            )
+
+    @abstractmethod
+    def estimate(self, potentials: Potentials, loss_fn: LossFn, **kw) -> EstimatorResult:
+        """Compute the result; ``potentials`` already passed :meth:`check`."""
+
+    def __call__(self, potentials: Potentials, loss_fn: LossFn, **kw) -> EstimatorResult:
+        self.check(potentials)
+        return self.estimate(potentials, loss_fn, **kw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+_REGISTRY: Registry[Estimator] = Registry(
+    "estimator", " (register your own with structvae.estimators.register_estimator)"
+)
+
+
+def register_estimator(name: str, *, overwrite: bool = False):
+    """Class decorator: ``@register_estimator("mine")`` makes ``get_estimator("mine")`` build it."""
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+            raise ValueError(f"register_estimator expects an Estimator subclass, got {cls!r}")
+        if cls.name == Estimator.name:
+            cls.name = name
+        _REGISTRY.add(name, cls, overwrite=overwrite)
+        return cls
+
+    return deco
+
+
+def get_estimator(name: str | Estimator, **options) -> Estimator:
+    """Build the registered estimator ``name`` with ``options`` (an instance passes through)."""
+    if isinstance(name, Estimator):
+        if options:
+            raise ValueError("options cannot be applied to an already-built Estimator instance")
+        return name
+    return _REGISTRY.build(name, **options)
+
+
+def available_estimators() -> list[str]:
+    """Names of the registered estimators, sorted."""
+    return _REGISTRY.names()

@@ -1,0 +1,31 @@
+"""Arg-max solvers behind one protocol: ``solver(potentials) -> z [B, n]``.
+
+Built-ins (all exact): ``independent``, ``exact``, ``graphcut``, ``ilp``, ``tree``.
+Register your own with :func:`register` or wrap a function with :class:`FunctionSolver`.
+"""
+
+from .base import (
+    FunctionSolver,
+    Solver,
+    SolverWarning,
+    available_solvers,
+    get_solver,
+    register,
+    solver_from_function,
+)
+from .exact import ExactSolver, all_assignments, enumerate_scores
+from .independent import IndependentSolver
+
+__all__ = [
+    "Solver",
+    "SolverWarning",
+    "FunctionSolver",
+    "register",
+    "get_solver",
+    "available_solvers",
+    "solver_from_function",
+    "IndependentSolver",
+    "ExactSolver",
+    "all_assignments",
+    "enumerate_scores",
+]

@@ -1,0 +1,153 @@
+"""Exact arg max by enumerating all K^n assignments, batched and chunked on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from ..potentials import Potentials
+from .base import Solver, register
+
+__all__ = ["ExactSolver", "all_assignments", "enumerate_scores", "DEFAULT_MAX_ASSIGNMENTS"]
+
+DEFAULT_MAX_ASSIGNMENTS = 2**22
+"""K^n above this is refused by default (4,194,304: binary n = 22)."""
+
+_CHUNK_ELEMENTS = 2**23  # bound on the elements of one chunk's design matrix / score block
+_CACHE_ELEMENTS = 2**25  # design matrices up to this size are cached between calls
+
+
+def all_assignments(
+    n: int, K: int, start: int = 0, stop: int | None = None, device=None
+) -> torch.Tensor:
+    """Assignments ``start..stop-1`` of all ``K**n`` in lexicographic order: long ``[M, n]``.
+
+    Assignment ``m`` has ``z_i = (m // K**(n-1-i)) % K`` (variable 0 is the most significant).
+    """
+    stop = K**n if stop is None else stop
+    m = torch.arange(start, stop, device=device)
+    powers = K ** torch.arange(n - 1, -1, -1, device=device)
+    return (m[:, None] // powers) % K
+
+
+def _design(z: torch.Tensor, K: int, edges: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One-hot design matrix ``[M, n*K + E*K*K]`` so that ``score = theta_flat @ design.T``."""
+    M, n = z.shape
+    E = edges.shape[0]
+    cols = [z + torch.arange(n, device=z.device) * K]
+    if E:
+        pair = z[:, edges[:, 0]] * K + z[:, edges[:, 1]]
+        cols.append(n * K + pair + torch.arange(E, device=z.device) * K * K)
+    idx = torch.cat(cols, dim=1)
+    d = torch.zeros(M, n * K + E * K * K, dtype=dtype, device=z.device)
+    return d.scatter_(1, idx, 1.0)
+
+
+class _DesignCache:
+    """Design matrices per (n, K, edges, device, dtype, chunk); bounded total size."""
+
+    def __init__(self, max_elements: int = _CACHE_ELEMENTS) -> None:
+        self.max_elements = max_elements
+        self._store: dict[tuple, torch.Tensor] = {}
+        self._size = 0
+
+    def get(self, key: tuple, build) -> torch.Tensor:
+        hit = self._store.get(key)
+        if hit is not None:
+            return hit
+        d = build()
+        if self._size + d.numel() <= self.max_elements:
+            self._store[key] = d
+            self._size += d.numel()
+        return d
+
+
+def _chunks(
+    p: Potentials, chunk: int, cache: _DesignCache | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    n, K = p.num_vars, p.num_states
+    total = K**n
+    dtype = torch.promote_types(p.dtype, torch.float32)
+    ekey = tuple(p.edges.flatten().tolist())
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+
+        def build(start=start, stop=stop):
+            z = all_assignments(n, K, start, stop, device=p.device)
+            return _design(z, K, p.edges, dtype)
+
+        key = (n, K, ekey, str(p.device), dtype, start, stop)
+        yield start, (cache.get(key, build) if cache is not None else build())
+
+
+def _theta(p: Potentials) -> torch.Tensor:
+    dtype = torch.promote_types(p.dtype, torch.float32)
+    return torch.cat([p.unary.flatten(1), p.pairwise.flatten(1)], dim=1).to(dtype)
+
+
+def _chunk_size(p: Potentials) -> int:
+    width = p.num_vars * p.num_states + p.num_edges * p.num_states**2
+    return max(1, _CHUNK_ELEMENTS // max(width, p.batch_size, 1))
+
+
+def enumerate_scores(
+    potentials: Potentials, max_assignments: int = DEFAULT_MAX_ASSIGNMENTS
+) -> torch.Tensor:
+    """Scores of all ``K**n`` assignments (order of :func:`all_assignments`): ``[B, K**n]``.
+
+    Differentiable in the potentials; float32 or wider.
+    """
+    _check_size(potentials, max_assignments, "enumerate_scores")
+    theta = _theta(potentials)
+    parts = [theta @ d.t() for _, d in _chunks(potentials, _chunk_size(potentials), None)]
+    return torch.cat(parts, dim=1)
+
+
+def _check_size(p: Potentials, limit: int, who: str) -> None:
+    total = p.num_states**p.num_vars
+    if total > limit:
+        raise ValueError(
+            f"{who}: K^n = {p.num_states}^{p.num_vars} = {total} assignments exceeds the limit of "
+            f"{limit}; raise max_assignments, or use 'graphcut', 'tree' or 'ilp'"
+        )
+
+
+@register("exact")
+class ExactSolver(Solver):
+    """Enumerate all ``K**n`` assignments; any K and pairwise tables.
+
+    Scores are matrix products of the flattened potentials with one-hot design matrices,
+    computed in chunks of bounded size on the potentials' device; design matrices up to
+    ``2**25`` elements are cached between calls (training reuses the same n, K, edges).
+
+    Args:
+        max_assignments: refuse problems with more than this many assignments
+            (default ``2**22``).
+    """
+
+    name = "exact"
+
+    def __init__(self, max_assignments: int = DEFAULT_MAX_ASSIGNMENTS) -> None:
+        super().__init__()
+        self.max_assignments = int(max_assignments)
+        self._cache = _DesignCache()
+
+    def check(self, potentials: Potentials) -> None:
+        super().check(potentials)
+        _check_size(potentials, self.max_assignments, f"solver {self.name!r}")
+
+    @torch.no_grad()
+    def solve(self, potentials: Potentials, hint: torch.Tensor | None = None) -> torch.Tensor:
+        p = potentials
+        theta = _theta(p)
+        best = torch.full((p.batch_size,), -torch.inf, dtype=theta.dtype, device=p.device)
+        best_idx = torch.zeros(p.batch_size, dtype=torch.long, device=p.device)
+        for start, d in _chunks(p, _chunk_size(p), self._cache):
+            s = theta @ d.t()
+            val, idx = s.max(dim=1)
+            better = val > best
+            best = torch.where(better, val, best)
+            best_idx = torch.where(better, idx + start, best_idx)
+        powers = p.num_states ** torch.arange(p.num_vars - 1, -1, -1, device=p.device)
+        return (best_idx[:, None] // powers) % p.num_states
