@@ -15,6 +15,7 @@ from .base import (
 )
 from .exact import ExactSolver, all_assignments, enumerate_scores
 from .independent import IndependentSolver
+from .tree import TreeSolver, tree_log_partition
 
 __all__ = [
     "Solver",
@@ -28,4 +29,6 @@ __all__ = [
     "ExactSolver",
     "all_assignments",
     "enumerate_scores",
+    "TreeSolver",
+    "tree_log_partition",
 ]
