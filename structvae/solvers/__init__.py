@@ -14,6 +14,7 @@ from .base import (
     solver_from_function,
 )
 from .exact import ExactSolver, all_assignments, enumerate_scores
+from .ilp import ILPSolver
 from .independent import IndependentSolver
 from .tree import TreeSolver, tree_log_partition
 
@@ -30,5 +31,6 @@ __all__ = [
     "all_assignments",
     "enumerate_scores",
     "TreeSolver",
+    "ILPSolver",
     "tree_log_partition",
 ]
