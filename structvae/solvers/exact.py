@@ -32,9 +32,18 @@ def all_assignments(
 
 
 def _design(z: torch.Tensor, K: int, edges: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """One-hot design matrix ``[M, n*K + E*K*K]`` so that ``score = theta_flat @ design.T``."""
+    """Design matrix so that ``score = theta @ design.T + const`` (see :func:`_theta`).
+
+    K = 2: the compact binary form ``[M, n + E]`` with columns ``z_i`` and ``z_i z_j``;
+    otherwise the one-hot form ``[M, n*K + E*K*K]``.
+    """
     M, n = z.shape
     E = edges.shape[0]
+    if K == 2:
+        cols = [z]
+        if E:
+            cols.append(z[:, edges[:, 0]] * z[:, edges[:, 1]])
+        return torch.cat(cols, dim=1).to(dtype)
     cols = [z + torch.arange(n, device=z.device) * K]
     if E:
         pair = z[:, edges[:, 0]] * K + z[:, edges[:, 1]]
@@ -81,13 +90,27 @@ def _chunks(
         yield start, (cache.get(key, build) if cache is not None else build())
 
 
-def _theta(p: Potentials) -> torch.Tensor:
+def _theta(p: Potentials) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients ``[B, width]`` and constant ``[B]`` matching :func:`_design`.
+
+    K = 2 reparametrises each unary ``(u0, u1)`` to ``u0 + (u1 - u0) z_i`` and each table
+    ``[[a, b], [c, d]]`` to ``a + (c - a) z_i + (b - a) z_j + (a + d - b - c) z_i z_j``.
+    """
     dtype = torch.promote_types(p.dtype, torch.float32)
-    return torch.cat([p.unary.flatten(1), p.pairwise.flatten(1)], dim=1).to(dtype)
+    u, pw = p.unary.to(dtype), p.pairwise.to(dtype)
+    if p.num_states != 2:
+        return torch.cat([u.flatten(1), pw.flatten(1)], dim=1), u.new_zeros(p.batch_size)
+    a, b, c, d = pw[..., 0, 0], pw[..., 0, 1], pw[..., 1, 0], pw[..., 1, 1]
+    lin = u[..., 1] - u[..., 0]
+    if p.has_edges:
+        lin = lin.index_add(1, p.edges[:, 0], c - a).index_add(1, p.edges[:, 1], b - a)
+    const = u[..., 0].sum(1) + a.sum(1)
+    return torch.cat([lin, a + d - b - c], dim=1), const
 
 
 def _chunk_size(p: Potentials) -> int:
-    width = p.num_vars * p.num_states + p.num_edges * p.num_states**2
+    K = p.num_states
+    width = p.num_vars + p.num_edges if K == 2 else p.num_vars * K + p.num_edges * K**2
     return max(1, _CHUNK_ELEMENTS // max(width, p.batch_size, 1))
 
 
@@ -99,9 +122,9 @@ def enumerate_scores(
     Differentiable in the potentials; float32 or wider.
     """
     _check_size(potentials, max_assignments, "enumerate_scores")
-    theta = _theta(potentials)
+    theta, const = _theta(potentials)
     parts = [theta @ d.t() for _, d in _chunks(potentials, _chunk_size(potentials), None)]
-    return torch.cat(parts, dim=1)
+    return torch.cat(parts, dim=1) + const[:, None]
 
 
 def _check_size(p: Potentials, limit: int, who: str) -> None:
@@ -117,7 +140,8 @@ def _check_size(p: Potentials, limit: int, who: str) -> None:
 class ExactSolver(Solver):
     """Enumerate all ``K**n`` assignments; any K and pairwise tables.
 
-    Scores are matrix products of the flattened potentials with one-hot design matrices,
+    Scores are matrix products of the flattened potentials with one-hot design matrices
+    (for K = 2, the compact ``z_i`` / ``z_i z_j`` form: ``n + E`` columns instead of ``2n + 4E``),
     computed in chunks of bounded size on the potentials' device; design matrices up to
     ``2**25`` elements are cached between calls (training reuses the same n, K, edges).
 
@@ -140,7 +164,7 @@ class ExactSolver(Solver):
     @torch.no_grad()
     def solve(self, potentials: Potentials, hint: torch.Tensor | None = None) -> torch.Tensor:
         p = potentials
-        theta = _theta(p)
+        theta, _ = _theta(p)
         best = torch.full((p.batch_size,), -torch.inf, dtype=theta.dtype, device=p.device)
         best_idx = torch.zeros(p.batch_size, dtype=torch.long, device=p.device)
         for start, d in _chunks(p, _chunk_size(p), self._cache):
