@@ -16,6 +16,7 @@ from .base import (
 from .exact import ExactSolver, all_assignments, enumerate_scores
 from .ilp import ILPSolver
 from .independent import IndependentSolver
+from .qpbo import qpbo_persistencies, reduce_potentials
 from .tree import TreeSolver, tree_log_partition
 
 __all__ = [
@@ -32,5 +33,7 @@ __all__ = [
     "enumerate_scores",
     "TreeSolver",
     "ILPSolver",
+    "qpbo_persistencies",
+    "reduce_potentials",
     "tree_log_partition",
 ]
