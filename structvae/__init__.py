@@ -1,6 +1,6 @@
 """structvae: discrete and structured VAEs by direct optimization through arg max."""
 
-from . import solvers
+from . import estimators, models, solvers
 from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
 from .gumbel import gumbel_like, sample_gumbel
 from .potentials import Potentials
@@ -18,6 +18,8 @@ __all__ = [
     "edges_from_graph",
     "make_edges",
     "solvers",
+    "estimators",
+    "models",
     "Solver",
     "get_solver",
     "register",

@@ -14,6 +14,7 @@ from .base import (
     solver_from_function,
 )
 from .exact import ExactSolver, all_assignments, enumerate_scores
+from .graphcut import GraphCutSolver
 from .ilp import ILPSolver
 from .independent import IndependentSolver
 from .qpbo import qpbo_persistencies, reduce_potentials
@@ -33,6 +34,7 @@ __all__ = [
     "enumerate_scores",
     "TreeSolver",
     "ILPSolver",
+    "GraphCutSolver",
     "qpbo_persistencies",
     "reduce_potentials",
     "tree_log_partition",

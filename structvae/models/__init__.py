@@ -1,0 +1,51 @@
+"""Encoders, decoders and the VAEs built from them.
+
+Every VAE here offers the interface the training loop (:mod:`structvae.train`) relies on; see
+:class:`CategoricalVAE`. ``build_model(name, latent=..., **kw)`` builds one by name (the CLI's
+``--model``); register more with :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..registry import Registry
+from .categorical import CategoricalVAE, parse_latent
+from .mlp import mlp
+
+__all__ = [
+    "mlp",
+    "CategoricalVAE",
+    "parse_latent",
+    "MODELS",
+    "build_model",
+    "register_model",
+    "available_models",
+]
+
+MODELS: Registry[nn.Module] = Registry(
+    "model", " (register your own with structvae.models.register_model)"
+)
+MODELS.add("categorical", CategoricalVAE.from_spec)
+
+
+def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: bool = False):
+    """Make ``build_model(name, latent=spec, input_dim=D, **kw)`` call ``factory``.
+
+    ``factory(latent=spec, input_dim=D, **kw)`` must raise ``ValueError`` for a bad ``latent``.
+    """
+    MODELS.add(name, factory, overwrite=overwrite)
+    return factory
+
+
+def build_model(name: str, latent: str | None = None, **kw) -> nn.Module:
+    """Build the registered model ``name`` (e.g. ``"categorical"``) with latent spec ``latent``."""
+    if latent is not None:
+        kw["latent"] = latent
+    return MODELS.build(name, **kw)
+
+
+def available_models() -> list[str]:
+    return MODELS.names()
