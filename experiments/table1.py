@@ -43,6 +43,20 @@ PAPER = {
 PAPER_COLUMN = {"exact": 0, "direct": 1, "gumbel-softmax": 2}
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"direct:eps=0.1"`` -> ``("direct", {"eps": 0.1})``: an estimator and its options."""
+    name, _, rest = spec.partition(":")
+    opts = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        opts[key] = float(value)
+    return name, opts
+
+
+def spec_slug(spec: str) -> str:
+    return spec.replace(":", "-").replace("=", "").replace(",", "-")
+
+
 def run_one(job: dict) -> dict:
     """Train one configuration in this process; returns its results.json contents."""
     from structvae.train import TrainConfig, train
@@ -58,19 +72,21 @@ def jobs_for(args) -> list[dict]:
     jobs = []
     for ds in args.datasets:
         for K in args.K:
-            for est in args.estimators:
+            for spec in args.estimators:
+                est, opts = parse_spec(spec)
                 jobs.append(
                     dict(
                         dataset=ds,
                         data_root=args.data_root,
                         latent=f"1x{K}",
                         estimator=est,
+                        **opts,
                         epochs=args.epochs,
                         batch_size=100,
                         lr=1e-3,
                         seed=args.seed,
                         device=args.device,
-                        out=str(Path(args.out) / f"{ds}-K{K}-{est}"),
+                        out=str(Path(args.out) / f"{ds}-K{K}-{spec_slug(spec)}"),
                         eval_samples=args.eval_samples,
                         force=args.force,
                     )
@@ -78,12 +94,12 @@ def jobs_for(args) -> list[dict]:
     return jobs
 
 
-def table(rows: list[tuple[dict, dict]], estimators: list[str]) -> str:
-    """Markdown: one row per (dataset, K); ours and the paper's per estimator."""
+def table(rows: list[tuple[str, dict, dict]], estimators: list[str]) -> str:
+    """Markdown: one row per (dataset, K); ours and the paper's per estimator spec."""
     by_key: dict[tuple[str, int], dict[str, dict]] = {}
-    for job, res in rows:
+    for spec, job, res in rows:
         K = int(job["latent"].split("x")[1])
-        by_key.setdefault((job["dataset"], K), {})[job["estimator"]] = res
+        by_key.setdefault((job["dataset"], K), {})[spec] = res
     head = ["dataset", "K"]
     for est in estimators:
         head += [f"{est} (ours)", f"{est} (paper)"]
@@ -93,17 +109,58 @@ def table(rows: list[tuple[dict, dict]], estimators: list[str]) -> str:
         for est in estimators:
             ours = res.get(est, {}).get("test_loss")
             paper = PAPER.get(ds, {}).get(K)
+            est = parse_spec(est)[0]
             cells.append(f"{ours:.2f}" if ours is not None else "–")
-            cells.append(f"{paper[PAPER_COLUMN[est]]:.2f}" if paper and est in PAPER_COLUMN else "–")
+            cells.append(
+                f"{paper[PAPER_COLUMN[est]]:.2f}" if paper and est in PAPER_COLUMN else "–"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def plot_wallclock(jobs: list[dict], specs: list[str], path: Path) -> None:
+    """Validation loss against training wall-clock seconds, one panel per (dataset, K)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(j["dataset"], j["latent"]) for j in jobs})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (ds, latent) in zip(axes[0], panels, strict=True):
+        for job, spec in zip(jobs, specs, strict=True):
+            if (job["dataset"], job["latent"]) != (ds, latent):
+                continue
+            rows = list(csv.DictReader(open(Path(job["out"]) / "metrics.csv")))
+            ax.plot(
+                [float(r["time_s"]) for r in rows], [float(r["val_loss"]) for r in rows], label=spec
+            )
+        ax.set(
+            title=f"{ds} {latent}",
+            xlabel="training wall-clock (s)",
+            ylabel="validation loss (nats)",
+        )
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     ap.add_argument("--K", nargs="+", type=int, default=[10, 20, 30, 40, 50])
-    ap.add_argument("--estimators", nargs="+", default=["direct", "gumbel-softmax", "exact"])
+    ap.add_argument(
+        "--estimators",
+        nargs="+",
+        default=["direct", "gumbel-softmax", "exact"],
+        help="estimator specs, with options after a colon: direct:eps=0.1",
+    )
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--device", default="cpu")
@@ -120,7 +177,9 @@ def main(argv=None) -> str:
             results = list(pool.map(run_one, [dict(j) for j in jobs]))
     else:
         results = [run_one(dict(j)) for j in jobs]
-    md = table(list(zip(jobs, results)), args.estimators)
+    specs = [spec for _ in args.datasets for _ in args.K for spec in args.estimators]
+    md = table(list(zip(specs, jobs, results, strict=True)), args.estimators)
+    plot_wallclock(jobs, specs, Path(args.out) / "wallclock.png")
     md = (
         f"Test loss (nats; one-sample BCE + KL at the best validation epoch), {args.epochs} epochs, "
         f"seed {args.seed}; paper: 300 epochs.\n\n" + md + "\n"
