@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -59,8 +60,11 @@ def spec_slug(spec: str) -> str:
 
 def run_one(job: dict) -> dict:
     """Train one configuration in this process; returns its results.json contents."""
+    import torch
+
     from structvae.train import TrainConfig, train
 
+    torch.set_num_threads(job.pop("threads", torch.get_num_threads()))
     results_file = Path(job["out"]) / "results.json"
     if results_file.exists() and not job.pop("force", False):
         return json.loads(results_file.read_text())
@@ -89,6 +93,7 @@ def jobs_for(args) -> list[dict]:
                         out=str(Path(args.out) / f"{ds}-K{K}-{spec_slug(spec)}"),
                         eval_samples=args.eval_samples,
                         force=args.force,
+                        threads=max(1, (os.cpu_count() or 1) // args.jobs),
                     )
                 )
     return jobs

@@ -60,7 +60,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--eps",
         type=float,
         default=S,
-        help="eps0 of the paper's schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 1)",
+        help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1; "
+        "1 is the paper's schedule, which under a trained KL leaves the encoder near uniform)",
     )
     g.add_argument(
         "--temperature",

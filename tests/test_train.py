@@ -13,6 +13,7 @@ import torch
 from structvae.cli import main
 from structvae.train import (
     DEFAULT_EPOCHS,
+    DEFAULT_EPS,
     CheckpointError,
     TrainConfig,
     evaluate,
@@ -79,7 +80,7 @@ def test_run_writes_every_artifact(tmp_path, estimator):
     } <= set(table[0])
     assert float(table[0]["val_loss"]) == pytest.approx(rows[0]["val_loss"])
     if estimator == "direct":
-        assert rows[0]["eps"] == 1.0 and table[0]["temperature"] == ""
+        assert rows[0]["eps"] == DEFAULT_EPS and table[0]["temperature"] == ""
     if estimator == "gumbel-softmax":
         assert rows[0]["temperature"] == 1.0
     # evaluate() reloads config + best.pt and reproduces the final numbers exactly
