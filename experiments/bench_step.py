@@ -52,7 +52,9 @@ def timed(step, device: str) -> float:
 
 
 def main(argv=None) -> str:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--latents", nargs="+", default=["1x10", "1x50", "10x10", "20x10"])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -82,7 +84,8 @@ def main(argv=None) -> str:
         med = {e: statistics.median(t) for e, t in times.items()}
         cells = [f"{med[e]:.2f}" if e in med else "–" for e in ESTIMATORS]
         ratios = [
-            f"{med[e] / med['gumbel-softmax']:.2f}" if e in med else "–" for e in ("direct", "exact")
+            f"{med[e] / med['gumbel-softmax']:.2f}" if e in med else "–"
+            for e in ("direct", "exact")
         ]
         lines.append(f"| {latent} | " + " | ".join(cells + ratios) + " |")
     out = "\n".join(lines)

@@ -44,7 +44,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and estimator")
     g.add_argument("--model", default=S, help=f"model (default {d.model})")
     g.add_argument(
-        "--latent", default=S, help=f"latent spec, NxK for categorical (default {d.latent})"
+        "--latent",
+        default=S,
+        help=f"latent spec: NxK for categorical (default {d.latent}), N binary latents for structured",
+    )
+    g.add_argument(
+        "--pairwise",
+        default=S,
+        choices=("supermodular", "general", "none"),
+        help="structured model: coupling family (default supermodular)",
+    )
+    g.add_argument(
+        "--graph",
+        default=S,
+        help="structured model: complete | chain | grid | tree | none (default complete)",
     )
     g.add_argument(
         "--estimator",

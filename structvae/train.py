@@ -94,6 +94,8 @@ _IDENTITY_FIELDS = (
     "latent",
     "estimator",
     "solver",
+    "pairwise",
+    "graph",
     "eps",
     "temperature",
     "batch_size",
@@ -155,6 +157,8 @@ class TrainConfig:
     latent: str = "1x10"
     estimator: str = "direct"
     solver: str | None = None
+    pairwise: str | None = None
+    graph: str | None = None
     eps: float | None = None
     temperature: float | None = None
     epochs: int = DEFAULT_EPOCHS
@@ -259,11 +263,25 @@ def check_config(config: TrainConfig, input_dim: int = 784):
         raise ValueError(f"--lr must be a positive number, got {config.lr!r}")
     _device(config.device)
     estimator = build_estimator(config)
-    model = build_model(config.model, latent=config.latent, input_dim=input_dim)
+    model = build_model(
+        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+    )
+    if getattr(estimator, "solver", "n/a") is None and hasattr(model, "default_solver"):
+        estimator.solver = get_solver(model.default_solver)  # e.g. graphcut for supermodular
+    if hasattr(model, "check_solver") and getattr(estimator, "solver", None) is not None:
+        model.check_solver(estimator.solver)  # e.g. general couplings with --solver graphcut
     with torch.no_grad():
         potentials = model.encode(torch.zeros(1, input_dim))
     estimator.check(potentials)
     return model, estimator
+
+
+def _model_options(config: TrainConfig) -> dict:
+    """Model options that only some models take (``--pairwise``, ``--graph``: structured)."""
+    opts = {k: getattr(config, k) for k in ("pairwise", "graph") if getattr(config, k) is not None}
+    if opts and config.model != "structured":
+        raise ValueError(f"--{' / --'.join(opts)} only apply to --model structured")
+    return opts
 
 
 def _device(spec: str) -> torch.device:
@@ -596,7 +614,9 @@ def evaluate(
     ckpt = load_checkpoint(run_dir / checkpoint)
     splits = _load_data(config)
     input_dim = int(np.prod(splits.image_shape))
-    model = build_model(config.model, latent=config.latent, input_dim=input_dim)
+    model = build_model(
+        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+    )
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     samples = config.eval_samples if samples is None else int(samples)
@@ -636,7 +656,9 @@ def train(config: TrainConfig) -> dict:
     image_shape = tuple(splits.image_shape)
     input_dim = int(np.prod(image_shape))
     _seed_everything(config.seed)
-    model = build_model(config.model, latent=config.latent, input_dim=input_dim).to(device)
+    model = build_model(
+        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+    ).to(device)
     if isinstance(estimator, nn.Module):
         estimator.to(device)
     params = list(model.parameters())

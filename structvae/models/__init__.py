@@ -14,10 +14,13 @@ from torch import nn
 from ..registry import Registry
 from .categorical import CategoricalVAE, parse_latent
 from .mlp import mlp
+from .structured import StructuredVAE, parse_binary_latent
 
 __all__ = [
     "mlp",
     "CategoricalVAE",
+    "StructuredVAE",
+    "parse_binary_latent",
     "parse_latent",
     "MODELS",
     "build_model",
@@ -29,6 +32,7 @@ MODELS: Registry[nn.Module] = Registry(
     "model", " (register your own with structvae.models.register_model)"
 )
 MODELS.add("categorical", CategoricalVAE.from_spec)
+MODELS.add("structured", StructuredVAE.from_spec)
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: bool = False):
@@ -40,8 +44,12 @@ def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: b
     return factory
 
 
-def build_model(name: str, latent: str | None = None, **kw) -> nn.Module:
-    """Build the registered model ``name`` (e.g. ``"categorical"``) with latent spec ``latent``."""
+def build_model(name: str, latent: str | int | None = None, **kw) -> nn.Module:
+    """Build the registered model ``name`` with latent spec ``latent``.
+
+    ``"categorical"``: ``"NxK"``; ``"structured"``: ``N`` (int or str) binary latents, options
+    ``pairwise=``, ``graph=``, ``solver=`` (see :class:`StructuredVAE`).
+    """
     if latent is not None:
         kw["latent"] = latent
     return MODELS.build(name, **kw)

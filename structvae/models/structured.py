@@ -1,0 +1,413 @@
+"""The paper's structured binary VAE: n binary latents with unary and pairwise potentials.
+
+The encoder maps ``x`` to ``h(z) = sum_i theta_i z_i + sum_(i,j) in E theta_ij z_i z_j``
+(:meth:`structvae.Potentials.binary`), a sample is the perturb-max assignment
+``z* = argmax_z h(z) + gamma(z)`` with Gumbel noise on the unary terms only, found by an
+arg-max solver (graph cut for supermodular couplings), and the decoder is a Bernoulli MLP.
+
+What is, and is not, a bound
+----------------------------
+Two distributions over ``z`` appear and they differ as soon as there are edges:
+
+- the *perturb-max* distribution ``r(z|x)``: the law of ``z*``. This is what the estimators
+  sample and differentiate, what :meth:`StructuredVAE.one_sample_loss` draws and what the
+  decoder is trained on. Its probabilities and its KL are intractable.
+- the *Gibbs* distribution ``q(z|x) ∝ exp h(z)``, whose KL to the uniform prior,
+  ``KL(q || u) = E_q[h] − log Z + n log 2``, can be computed exactly for small ``n`` (by
+  enumeration) or on forests (sum-product). :meth:`StructuredVAE.kl` returns it where it can
+  (``kl_kind == "exact-gibbs"``), else the KL of the unary-only factorised Bernoulli
+  distribution, the paper's approximation (``kl_kind == "factorised-approx"``).
+
+Without edges ``r = q`` (Gumbel-max is exact), the KL is exact and the usual ELBO holds. With
+edges, ``r ≠ q`` (Gumbel on unaries only does not sample the Gibbs distribution), and the
+training / test "loss" ``E_r[−log p(x|z)] + KL(q || u)`` mixes the two: it is the negative ELBO
+of neither distribution and is **not an upper bound on −log p(x)** — not even with the exact
+Gibbs KL. (An ELBO with ``r`` would need ``KL(r || u)``, which is intractable.) It is the
+paper's quantity, reported for comparison with it. The honest number is
+:meth:`StructuredVAE.iwae_nll`: importance sampling with the Gibbs ``q`` as the proposal
+(sampled and scored exactly by enumeration), an upper bound on −log p(x) in expectation;
+with one sample its expectation is the Gibbs negative ELBO ``E_q[−log p(x|z)] + KL(q || u)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..estimators.base import Estimator
+from ..graphs import is_forest, make_edges
+from ..gumbel import sample_gumbel
+from ..potentials import Potentials
+from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
+from ..solvers.auto import auto_solver_name
+from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
+from .mlp import mlp
+
+__all__ = ["StructuredVAE", "parse_binary_latent", "PAIRWISE_FAMILIES", "EXACT_KL_MAX_VARS"]
+
+PAIRWISE_FAMILIES = ("supermodular", "general", "none")
+
+EXACT_KL_MAX_VARS = 20
+"""Up to this many latents (without a forest) the Gibbs KL is computed by enumeration."""
+
+_LATENT = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
+
+
+def parse_binary_latent(spec: int | str) -> int:
+    """``15``, ``"15"`` or ``"15x2"`` -> 15 binary latents."""
+    if isinstance(spec, bool):
+        spec = str(spec)
+    if isinstance(spec, int):
+        n, k = spec, 2
+    else:
+        m = _LATENT.match(str(spec))
+        if m is None:
+            raise ValueError(
+                f"latent spec {spec!r} for the structured model must be N (N binary latents, "
+                "e.g. 15) or Nx2"
+            )
+        n, k = int(m.group(1)), int(m.group(2) or 2)
+    if k != 2:
+        raise ValueError(
+            f"latent spec {spec!r}: the structured model has binary latents (K = 2), got K = {k}"
+        )
+    if n < 1:
+        raise ValueError(f"latent spec {spec!r}: need N >= 1 binary latents")
+    return n
+
+
+def _solver_name(solver: str | Solver) -> str:
+    return solver if isinstance(solver, str) else getattr(solver, "name", type(solver).__name__)
+
+
+class StructuredVAE(nn.Module):
+    """``n`` binary latents with unary and pairwise potentials (the paper's structured VAE).
+
+    Encoder ``input_dim → hidden… → n + E`` (``n`` unary scores θ_i and ``E`` raw couplings, one
+    per edge of ``graph``), decoder ``2n`` (one-hot z) ``→ reversed(hidden)… → input_dim``
+    (Bernoulli logits, BCE summed over pixels). The prior is uniform on ``{0, 1}^n``.
+
+    Args:
+        num_latents: ``n`` (default 15, the paper's).
+        pairwise: ``"supermodular"`` (θ_ij = softplus(raw) ≥ 0: graph cut is exact),
+            ``"general"`` (θ_ij = raw, any sign) or ``"none"`` (no edges: the unstructured
+            baseline, identical to a ``n x 2`` categorical VAE up to parametrisation).
+        graph: ``"complete"`` (default), ``"chain"``, ``"grid"``, ``"tree"``, ``"none"``, a
+            ``networkx.Graph`` on nodes ``0..n-1`` or an ``[E, 2]`` tensor.
+        solver: arg-max solver (name or instance) for samples and reconstructions;
+            ``None``: :attr:`default_solver`. Checked with :meth:`check_solver`.
+        exact_kl_max_vars: enumerate the Gibbs distribution up to this ``n`` (non-forests).
+        hidden, input_dim, activation: the MLPs (paper: ``(300,)``, 784, ReLU).
+
+    Attributes:
+        kl_kind: ``"exact-gibbs"`` or ``"factorised-approx"``: what :meth:`kl` computes.
+        solver: the :class:`~structvae.solvers.Solver` used by :meth:`one_sample_loss`,
+            :meth:`reconstruct`, and by :meth:`objective` for an estimator without a solver.
+
+    Read the module docstring: with edges, the one-sample loss is not a bound on −log p(x).
+    """
+
+    uses_labels = False
+
+    def __init__(
+        self,
+        num_latents: int = 15,
+        pairwise: str = "supermodular",
+        graph: str | nx.Graph | torch.Tensor | None = "complete",
+        solver: str | Solver | None = None,
+        hidden: Sequence[int] = (300,),
+        input_dim: int = 784,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+        exact_kl_max_vars: int = EXACT_KL_MAX_VARS,
+    ) -> None:
+        super().__init__()
+        self.num_latents = parse_binary_latent(int(num_latents))
+        if pairwise not in PAIRWISE_FAMILIES:
+            raise ValueError(f"pairwise must be one of {PAIRWISE_FAMILIES}, got {pairwise!r}")
+        self.pairwise = pairwise
+        n = self.num_latents
+        edges = make_edges(None if pairwise == "none" else graph, n)
+        if edges.numel():
+            edges = Potentials(torch.zeros(1, n, 2), edges, torch.zeros(1, len(edges), 2, 2)).edges
+        self.register_buffer("edges", edges.long(), persistent=False)
+        self.graph_name = graph if isinstance(graph, str) or graph is None else type(graph).__name__
+        self.hidden = tuple(int(h) for h in hidden)
+        self.input_dim = int(input_dim)
+        self.exact_kl_max_vars = int(exact_kl_max_vars)
+        self.encoder = mlp([self.input_dim, *self.hidden, n + self.num_edges], activation)
+        self.decoder = mlp([2 * n, *reversed(self.hidden), self.input_dim], activation)
+        self._forest = is_forest(self.edges.cpu(), n)
+        if self.num_edges == 0 or self._forest or n <= self.exact_kl_max_vars:
+            self.kl_kind = "exact-gibbs"
+        else:
+            self.kl_kind = "factorised-approx"
+        self.solver = get_solver(self.default_solver if solver is None else solver)
+        self.check_solver(self.solver)
+
+    @classmethod
+    def from_spec(cls, latent: int | str = 15, **kw) -> StructuredVAE:
+        """Build from a latent spec: ``15``, ``"15"`` or ``"15x2"`` binary latents."""
+        return cls(num_latents=parse_binary_latent(latent), **kw)
+
+    # ------------------------------------------------------------ structure
+    @property
+    def num_edges(self) -> int:
+        return int(self.edges.shape[0])
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.num_latents, 2
+
+    @property
+    def default_solver(self) -> str:
+        """``graphcut`` for supermodular couplings, the structural choice
+        (:func:`~structvae.solvers.auto.auto_solver_name`: tree / exact / ilp) for general ones,
+        ``independent`` without edges."""
+        if self.num_edges == 0:
+            return "independent"
+        if self.pairwise == "supermodular":
+            return "graphcut"
+        return auto_solver_name(self.num_latents, 2, self.edges)
+
+    def check_solver(self, solver: str | Solver) -> None:
+        """Raise ``ValueError`` (before any training) when ``solver`` cannot maximise this model's
+        potentials exactly: graph cut on general couplings (possibly negative: not
+        supermodular), ``independent`` with edges, ``tree`` on a graph with a cycle,
+        ``exact`` above its enumeration limit. Custom solvers are not second-guessed."""
+        name = _solver_name(solver)
+        if isinstance(solver, str):
+            solver = get_solver(solver)  # unknown names raise, listing the available ones
+        n, E = self.num_latents, self.num_edges
+        where = f"the structured model (pairwise={self.pairwise!r}, n={n}, {E} edges)"
+        if E == 0:
+            return
+        if name == "graphcut" and self.pairwise != "supermodular":
+            raise ValueError(
+                f"solver 'graphcut' needs supermodular couplings (theta_ij >= 0), but {where} has "
+                "couplings of any sign; use pairwise='supermodular' (softplus couplings) or a "
+                f"solver for general potentials (default here: {self.default_solver!r})"
+            )
+        if name == "independent":
+            raise ValueError(
+                f"solver 'independent' ignores pairwise terms, but {where} has edges; "
+                f"use {self.default_solver!r}"
+            )
+        if name == "tree" and not self._forest:
+            raise ValueError(
+                f"solver 'tree' needs a forest, but the graph of {where} has a cycle; "
+                f"use {self.default_solver!r}"
+            )
+        if name == "exact":
+            limit = getattr(solver, "max_assignments", DEFAULT_MAX_ASSIGNMENTS)
+            if 2**n > limit:
+                raise ValueError(
+                    f"solver 'exact' enumerates 2^{n} assignments for {where}, above its limit "
+                    f"{limit}; use {self.default_solver!r}"
+                )
+
+    def extra_repr(self) -> str:
+        return (
+            f"latent={self.num_latents} binary, pairwise={self.pairwise!r}, "
+            f"graph={self.graph_name!r} ({self.num_edges} edges), solver={self.solver.name!r}, "
+            f"kl_kind={self.kl_kind!r}, hidden={self.hidden}"
+        )
+
+    # ------------------------------------------------------------ the model
+    def couplings(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw encoder outputs ``[B, E]`` -> couplings θ_ij (softplus for supermodular)."""
+        return F.softplus(raw) if self.pairwise == "supermodular" else raw
+
+    def encode(self, x: torch.Tensor) -> Potentials:
+        """``x [B, D]`` -> binary-form potentials (K = 2, the module's edges and device)."""
+        out = self.encoder(x.flatten(1).to(self._dtype))
+        n = self.num_latents
+        theta = out[:, :n]
+        coupling = self.couplings(out[:, n:]) if self.num_edges else None
+        return Potentials.binary(theta, self.edges if self.num_edges else None, coupling)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` float ``[..., n, 2]`` (one-hot or relaxed) -> Bernoulli logits ``[..., D]``."""
+        lead = z.shape[:-2]
+        out = self.decoder(z.reshape(-1, 2 * self.num_latents).to(self._dtype))
+        return out.reshape(*lead, self.input_dim)
+
+    def loss_fn(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """−log p(x|z) for candidates ``z [B, C, n, 2] -> [B, C]`` (pixel-summed BCE)."""
+        x = x.flatten(1).to(self._dtype)
+
+        def fn(z: torch.Tensor) -> torch.Tensor:
+            B, C = z.shape[:2]
+            logits = self.decode(z)
+            target = x[:, None].expand(B, C, self.input_dim)
+            return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+
+        return fn
+
+    # ------------------------------------------------------------------ KL
+    def kl(self, potentials: Potentials) -> torch.Tensor:
+        """``[B]``: ``KL(q || uniform)`` for the Gibbs ``q(z) ∝ exp h(z)`` (``kl_kind ==
+        "exact-gibbs"``: no edges — closed form; a forest — sum-product, with the marginals
+        from autograd of log Z; ``n ≤ exact_kl_max_vars`` — enumeration), else the KL of the
+        factorised Bernoulli(sigmoid(θ_i)) distribution that ignores the couplings
+        (``"factorised-approx"``, the paper's approximation). Differentiable.
+
+        This is the Gibbs KL, not the KL of the perturb-max distribution that samples are drawn
+        from; see the module docstring for why ``recon + kl`` is then not a bound."""
+        n = potentials.num_vars
+        if not potentials.has_edges or self.kl_kind == "factorised-approx":
+            return self._factorised_kl(potentials)
+        if self._forest:
+            return self._forest_kl(potentials)
+        s = enumerate_scores(potentials)  # [B, 2^n]
+        log_z = torch.logsumexp(s, 1)
+        q = torch.softmax(s, 1)
+        return (q * s).sum(1) - log_z + n * math.log(2)
+
+    @staticmethod
+    def _factorised_kl(p: Potentials) -> torch.Tensor:
+        logq = torch.log_softmax(p.unary, -1)
+        return (logq.exp() * logq).sum((-1, -2)) + p.num_vars * math.log(2)
+
+    @staticmethod
+    def _forest_kl(p: Potentials) -> torch.Tensor:
+        outer_grad = torch.is_grad_enabled() and (p.unary.requires_grad or p.pairwise.requires_grad)
+        with torch.enable_grad():
+            # a table without a graph (evaluation, or a detached input) becomes a fresh leaf so
+            # that its marginals still come out of autograd; both terms enter E_q[h]
+            u, pw = (
+                t if t.requires_grad else t.detach().requires_grad_() for t in (p.unary, p.pairwise)
+            )
+            log_z = tree_log_partition(Potentials(u, p.edges, pw, validate=False))
+            mu_u, mu_pw = torch.autograd.grad(log_z.sum(), (u, pw), create_graph=outer_grad)
+            expected_h = (mu_u * u).flatten(1).sum(1) + (mu_pw * pw).flatten(1).sum(1)
+            kl = expected_h - log_z + p.num_vars * math.log(2)
+        return kl if outer_grad else kl.detach()
+
+    def objective(self, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
+        """Estimator surrogate + mean KL (what the trainer back-propagates), and statistics
+        ``loss = recon + kl``, ``recon``, ``kl`` (detached means) plus the estimator's numbers.
+
+        An estimator with a ``solver`` attribute left at ``None`` is given this model's solver;
+        its solver is checked with :meth:`check_solver` first."""
+        if hasattr(estimator, "solver"):
+            if estimator.solver is None:
+                estimator.solver = self.solver
+            if getattr(self, "_checked_solver", None) is not estimator.solver:
+                self.check_solver(estimator.solver)
+                self._checked_solver = estimator.solver
+        potentials = self.encode(x)
+        res = estimator(potentials, self.loss_fn(x), **kw)
+        kl = self.kl(potentials)
+        total = res.surrogate + kl.mean()
+        recon = res.loss.detach().float().mean()
+        klm = kl.detach().float().mean()
+        stats = {"loss": recon + klm, "recon": recon, "kl": klm}
+        for key, value in res.info.items():
+            if isinstance(value, (float, int)) and not isinstance(value, bool):
+                stats[key] = float(value)
+        return total, stats
+
+    # --------------------------------------------------------- evaluation
+    def _one_hot(self, z: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(z, 2).to(self._dtype)
+
+    def perturb_max(self, potentials: Potentials, generator=None) -> torch.Tensor:
+        """One perturb-max sample ``argmax h + γ`` (Gumbel on the unaries): long ``[B, n]``."""
+        p = potentials.detach()
+        g = sample_gumbel(p.unary.shape, device=p.device, dtype=p.dtype, generator=generator)
+        return self.solver(p.perturb(g))
+
+    @torch.no_grad()
+    def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """The paper's test loss: BCE at one perturb-max sample plus :meth:`kl`; each ``[B]``.
+
+        With edges this is not a bound on −log p(x) (the sample is not drawn from the Gibbs q
+        whose KL is added; see the module docstring and :attr:`kl_kind`)."""
+        potentials = self.encode(x)
+        z = self.perturb_max(potentials, generator)
+        recon = self.loss_fn(x)(self._one_hot(z)[:, None])[:, 0]
+        kl = self.kl(potentials)
+        return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    @property
+    def iwae_available(self) -> bool:
+        """Whether :meth:`iwae_nll` can sample and score the Gibbs q exactly."""
+        return self.num_edges == 0 or self.num_latents <= self.exact_kl_max_vars
+
+    @torch.no_grad()
+    def iwae_nll(
+        self,
+        x: torch.Tensor,
+        samples: int = 100,
+        generator: torch.Generator | None = None,
+        chunk_rows: int = 20000,
+    ) -> torch.Tensor:
+        """Importance-weighted estimate of −log p(x) ``[B]`` with the Gibbs q(z|x) as proposal.
+
+        z_s ~ q exactly (enumeration of the ``2^n`` assignments, or independent Bernoullis
+        without edges) and log q(z_s) exact, so this is an upper bound on −log p(x) in
+        expectation — unlike :meth:`one_sample_loss` when there are edges. Raises
+        ``ValueError`` when ``n`` is above ``exact_kl_max_vars`` and there are edges.
+        """
+        samples = int(samples)
+        if samples < 1:
+            raise ValueError(f"iwae_nll needs samples >= 1, got {samples}")
+        if not self.iwae_available:
+            raise ValueError(
+                f"iwae_nll needs exact samples and probabilities of the Gibbs q, i.e. enumerating "
+                f"2^{self.num_latents} assignments, above the limit n <= {self.exact_kl_max_vars} "
+                "(exact_kl_max_vars); perturb-max samples cannot be used instead because their "
+                "probabilities are intractable"
+            )
+        potentials = self.encode(x)
+        ft = torch.promote_types(self._dtype, torch.float32)
+        B, n = x.shape[0], self.num_latents
+        loss = self.loss_fn(x)
+        log_prior = -n * math.log(2)
+        if potentials.has_edges:
+            s = enumerate_scores(potentials).to(ft)
+            logq_all = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
+            idx = torch.multinomial(logq_all.exp(), samples, replacement=True, generator=generator)
+            log_q_all = logq_all.gather(1, idx)  # [B, S]
+            z_all = all_assignments(n, 2, device=x.device)[idx]  # [B, S, n]
+        else:
+            table = torch.log_softmax(potentials.unary.to(ft), -1)  # [B, n, 2]
+            g = sample_gumbel((B, samples, n, 2), device=x.device, dtype=ft, generator=generator)
+            z_all = (table[:, None] + g).argmax(-1)
+            log_q_all = table[:, None].expand(B, samples, n, 2).gather(-1, z_all[..., None])
+            log_q_all = log_q_all.squeeze(-1).sum(-1)
+        step = max(1, int(chunk_rows) // max(B, 1))
+        parts = []
+        for start in range(0, samples, step):
+            z = z_all[:, start : start + step]
+            log_px = -loss(self._one_hot(z)).to(ft)
+            parts.append(log_px + log_prior - log_q_all[:, start : start + step])
+        log_w = torch.cat(parts, dim=1)
+        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``num`` images: z from the uniform prior, pixel probabilities ``[num, D]``."""
+        z = torch.randint(2, (int(num), self.num_latents), device=self._device, generator=generator)
+        return torch.sigmoid(self.decode(self._one_hot(z)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities ``[B, D]`` decoded from the arg max of the unperturbed h."""
+        z = self.solver(self.encode(x))
+        return torch.sigmoid(self.decode(self._one_hot(z)))
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.encoder[0].weight.dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self.encoder[0].weight.device
