@@ -14,6 +14,7 @@ from ..estimators.base import Estimator
 from ..gumbel import sample_gumbel
 from ..potentials import Potentials
 from .mlp import mlp
+from .objective import elbo_objective
 
 __all__ = ["CategoricalVAE", "parse_latent"]
 
@@ -142,17 +143,7 @@ class CategoricalVAE(nn.Module):
         ``loss = recon + kl`` (the one-sample negative-ELBO estimate per data point, detached
         0-dim tensors), plus the estimator's float ``info`` entries (``eps``, ``temperature``).
         """
-        potentials = self.encode(x)
-        res = estimator(potentials, self.loss_fn(x), **kw)
-        kl = self.kl(potentials)
-        total = res.surrogate + kl.mean()
-        recon = res.loss.detach().float().mean()
-        klm = kl.detach().float().mean()
-        stats = {"loss": recon + klm, "recon": recon, "kl": klm}
-        for key, value in res.info.items():
-            if isinstance(value, (float, int)) and not isinstance(value, bool):
-                stats[key] = float(value)
-        return total, stats
+        return elbo_objective(self, x, estimator, **kw)
 
     # --------------------------------------------------------- evaluation
     def _sample_q(self, potentials: Potentials, samples: int, generator=None) -> torch.Tensor:

@@ -48,6 +48,7 @@ from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
 from ..solvers.auto import auto_solver_name
 from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
 from .mlp import mlp
+from .objective import elbo_objective
 
 __all__ = ["StructuredVAE", "parse_binary_latent", "PAIRWISE_FAMILIES", "EXACT_KL_MAX_VARS"]
 
@@ -301,17 +302,7 @@ class StructuredVAE(nn.Module):
             if getattr(self, "_checked_solver", None) is not estimator.solver:
                 self.check_solver(estimator.solver)
                 self._checked_solver = estimator.solver
-        potentials = self.encode(x)
-        res = estimator(potentials, self.loss_fn(x), **kw)
-        kl = self.kl(potentials)
-        total = res.surrogate + kl.mean()
-        recon = res.loss.detach().float().mean()
-        klm = kl.detach().float().mean()
-        stats = {"loss": recon + klm, "recon": recon, "kl": klm}
-        for key, value in res.info.items():
-            if isinstance(value, (float, int)) and not isinstance(value, bool):
-                stats[key] = float(value)
-        return total, stats
+        return elbo_objective(self, x, estimator, **kw)
 
     # --------------------------------------------------------- evaluation
     def _one_hot(self, z: torch.Tensor) -> torch.Tensor:

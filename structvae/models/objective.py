@@ -1,0 +1,29 @@
+"""The training objective every VAE in :mod:`structvae.models` shares."""
+
+from __future__ import annotations
+
+import torch
+
+from ..estimators.base import Estimator
+
+__all__ = ["elbo_objective"]
+
+
+def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
+    """Estimator surrogate + mean KL (the negative ELBO's gradient estimate) and batch statistics.
+
+    ``model`` provides ``encode``, ``loss_fn`` and ``kl``. Statistics (detached 0-dim tensors):
+    ``recon`` (mean loss at the estimator's sample), ``kl`` (mean), ``loss = recon + kl``, plus
+    the estimator's numeric ``info`` entries (``eps``, ``temperature``) as floats.
+    """
+    potentials = model.encode(x)
+    res = estimator(potentials, model.loss_fn(x), **kw)
+    kl = model.kl(potentials)
+    total = res.surrogate + kl.mean()
+    recon = res.loss.detach().float().mean()
+    klm = kl.detach().float().mean()
+    stats = {"loss": recon + klm, "recon": recon, "kl": klm}
+    for key, value in res.info.items():
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            stats[key] = float(value)
+    return total, stats
