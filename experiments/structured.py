@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from table1 import plot_wallclock, run_one
+from table1 import common_fields, plot_wallclock, run_all
 
 VARIANTS = (
     "none/independent/direct",
@@ -37,22 +34,14 @@ VARIANTS = (
 def job_for(variant: str, args) -> dict:
     family, solver, estimator = variant.split("/")
     job = dict(
+        common_fields(args),
         dataset=args.dataset,
-        data_root=args.data_root,
         model="structured",
         latent=str(args.n),
         pairwise=family,
         graph="none" if family == "none" else args.graph,
         estimator=estimator,
-        epochs=args.epochs,
-        batch_size=100,
-        lr=1e-3,
-        seed=args.seed,
-        device=args.device,
         out=str(Path(args.out) / variant.replace("/", "-")),
-        eval_samples=args.eval_samples,
-        force=args.force,
-        threads=max(1, (os.cpu_count() or 1) // args.jobs),
     )
     if estimator == "direct":
         job.update(solver=solver, eps=args.eps)
@@ -95,11 +84,7 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
 
     jobs = [job_for(v, args) for v in args.variants]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(run_one, [dict(j) for j in jobs]))
-    else:
-        results = [run_one(dict(j)) for j in jobs]
+    results = run_all(jobs, args.jobs)
     md = (
         f"{args.dataset}, {args.n} binary latents, {args.graph} graph, {args.epochs} epochs, "
         f"direct eps = {args.eps}, seed {args.seed}. Test loss = one-sample BCE + KL at the best "

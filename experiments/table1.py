@@ -72,6 +72,29 @@ def run_one(job: dict) -> dict:
     return train(TrainConfig(**job))
 
 
+def run_all(jobs: list[dict], n_jobs: int) -> list[dict]:
+    """Train every job, ``n_jobs`` at a time in spawned processes (CUDA-safe); results in order."""
+    if n_jobs > 1:
+        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+            return list(pool.map(run_one, [dict(j) for j in jobs]))
+    return [run_one(dict(j)) for j in jobs]
+
+
+def common_fields(args) -> dict:
+    """The paper's protocol and the run options shared by every job of an experiment."""
+    return dict(
+        data_root=args.data_root,
+        epochs=args.epochs,
+        batch_size=100,
+        lr=1e-3,
+        seed=args.seed,
+        device=args.device,
+        eval_samples=args.eval_samples,
+        force=args.force,
+        threads=max(1, (os.cpu_count() or 1) // args.jobs),
+    )
+
+
 def jobs_for(args) -> list[dict]:
     jobs = []
     for ds in args.datasets:
@@ -80,20 +103,12 @@ def jobs_for(args) -> list[dict]:
                 est, opts = parse_spec(spec)
                 jobs.append(
                     dict(
+                        common_fields(args),
                         dataset=ds,
-                        data_root=args.data_root,
                         latent=f"1x{K}",
                         estimator=est,
-                        **opts,
-                        epochs=args.epochs,
-                        batch_size=100,
-                        lr=1e-3,
-                        seed=args.seed,
-                        device=args.device,
                         out=str(Path(args.out) / f"{ds}-K{K}-{spec_slug(spec)}"),
-                        eval_samples=args.eval_samples,
-                        force=args.force,
-                        threads=max(1, (os.cpu_count() or 1) // args.jobs),
+                        **opts,
                     )
                 )
     return jobs
@@ -177,11 +192,7 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
 
     jobs = jobs_for(args)
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(run_one, [dict(j) for j in jobs]))
-    else:
-        results = [run_one(dict(j)) for j in jobs]
+    results = run_all(jobs, args.jobs)
     specs = [spec for _ in args.datasets for _ in args.K for spec in args.estimators]
     md = table(list(zip(specs, jobs, results, strict=True)), args.estimators)
     plot_wallclock(jobs, specs, Path(args.out) / "wallclock.png")
