@@ -14,7 +14,7 @@ from ..estimators.base import Estimator
 from ..gumbel import sample_gumbel
 from ..potentials import Potentials
 from .mlp import mlp
-from .objective import elbo_objective
+from .objective import EncoderParams, elbo_objective
 
 __all__ = ["CategoricalVAE", "parse_latent"]
 
@@ -41,7 +41,7 @@ def parse_latent(spec: str | Sequence[int]) -> tuple[int, int]:
     return n, k
 
 
-class CategoricalVAE(nn.Module):
+class CategoricalVAE(EncoderParams, nn.Module):
     """``N`` categorical latents × ``K`` categories with MLP encoder and decoder.
 
     Encoder ``input_dim → hidden… → N·K`` (the unary potentials, i.e. the logits of
@@ -217,12 +217,3 @@ class CategoricalVAE(nn.Module):
         """Pixel probabilities ``[B, D]`` decoded from the encoder's arg max."""
         z = self.encode(x).unary.argmax(-1)
         return torch.sigmoid(self.decode(self._one_hot(z)))
-
-    # ------------------------------------------------------------ helpers
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder[0].weight.dtype
-
-    @property
-    def _device(self) -> torch.device:
-        return self.encoder[0].weight.device

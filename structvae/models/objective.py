@@ -6,7 +6,7 @@ import torch
 
 from ..estimators.base import Estimator
 
-__all__ = ["elbo_objective"]
+__all__ = ["elbo_objective", "EncoderParams"]
 
 
 def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
@@ -27,3 +27,15 @@ def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[
         if isinstance(value, (float, int)) and not isinstance(value, bool):
             stats[key] = float(value)
     return total, stats
+
+
+class EncoderParams:
+    """Mixin: the dtype and device of a model's parameters, read off ``encoder[0]``."""
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.encoder[0].weight.dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self.encoder[0].weight.device

@@ -48,7 +48,7 @@ from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
 from ..solvers.auto import auto_solver_name
 from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
 from .mlp import mlp
-from .objective import elbo_objective
+from .objective import EncoderParams, elbo_objective
 
 __all__ = ["StructuredVAE", "parse_binary_latent", "PAIRWISE_FAMILIES", "EXACT_KL_MAX_VARS"]
 
@@ -87,7 +87,7 @@ def _solver_name(solver: str | Solver) -> str:
     return solver if isinstance(solver, str) else getattr(solver, "name", type(solver).__name__)
 
 
-class StructuredVAE(nn.Module):
+class StructuredVAE(EncoderParams, nn.Module):
     """``n`` binary latents with unary and pairwise potentials (the paper's structured VAE).
 
     Encoder ``input_dim → hidden… → n + E`` (``n`` unary scores θ_i and ``E`` raw couplings, one
@@ -393,12 +393,3 @@ class StructuredVAE(nn.Module):
         """Pixel probabilities ``[B, D]`` decoded from the arg max of the unperturbed h."""
         z = self.solver(self.encode(x))
         return torch.sigmoid(self.decode(self._one_hot(z)))
-
-    # ------------------------------------------------------------ helpers
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder[0].weight.dtype
-
-    @property
-    def _device(self) -> torch.device:
-        return self.encoder[0].weight.device
