@@ -60,6 +60,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="structured model: complete | chain | grid | tree | none (default complete)",
     )
     g.add_argument(
+        "--kl",
+        default=S,
+        choices=("auto", "exact", "factorised"),
+        help="structured model: the KL trained and reported: exact Gibbs KL where tractable "
+        "(auto, default), exact (error if intractable) or factorised (the paper's, cheapest)",
+    )
+    g.add_argument(
         "--estimator",
         default=S,
         help=f"gradient estimator (default {d.estimator}); see `structvae estimators`",

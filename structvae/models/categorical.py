@@ -62,6 +62,8 @@ class CategoricalVAE(EncoderParams, nn.Module):
     """
 
     uses_labels = False
+    kl_kind = "exact"  # the analytic KL of the factorised categorical posterior
+    loss_is_bound = True  # one_sample_loss estimates the negative ELBO
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..estimators.base import Estimator
+from ..gibbs import binary_gibbs_kl
 from ..graphs import is_forest, make_edges
 from ..gumbel import sample_gumbel
 from ..potentials import Potentials
@@ -50,9 +51,16 @@ from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
 from .mlp import mlp
 from .objective import EncoderParams, elbo_objective
 
-__all__ = ["StructuredVAE", "parse_binary_latent", "PAIRWISE_FAMILIES", "EXACT_KL_MAX_VARS"]
+__all__ = [
+    "StructuredVAE",
+    "parse_binary_latent",
+    "PAIRWISE_FAMILIES",
+    "KL_CHOICES",
+    "EXACT_KL_MAX_VARS",
+]
 
 PAIRWISE_FAMILIES = ("supermodular", "general", "none")
+KL_CHOICES = ("auto", "exact", "factorised")
 
 EXACT_KL_MAX_VARS = 20
 """Up to this many latents (without a forest) the Gibbs KL is computed by enumeration."""
@@ -104,6 +112,11 @@ class StructuredVAE(EncoderParams, nn.Module):
         solver: arg-max solver (name or instance) for samples and reconstructions;
             ``None``: :attr:`default_solver`. Checked with :meth:`check_solver`.
         exact_kl_max_vars: enumerate the Gibbs distribution up to this ``n`` (non-forests).
+        kl: which KL :meth:`kl` computes (trained and reported): ``"auto"`` (default: the
+            exact Gibbs KL where it is tractable — no edges, a forest, or
+            ``n ≤ exact_kl_max_vars`` — else the factorised approximation), ``"exact"`` (the
+            exact Gibbs KL; a ``ValueError`` when it is intractable) or ``"factorised"``
+            (always the unary-only approximation, the paper's choice: cheapest to train).
         hidden, input_dim, activation: the MLPs (paper: ``(300,)``, 784, ReLU).
 
     Attributes:
@@ -126,6 +139,7 @@ class StructuredVAE(EncoderParams, nn.Module):
         input_dim: int = 784,
         activation: Callable[[], nn.Module] = nn.ReLU,
         exact_kl_max_vars: int = EXACT_KL_MAX_VARS,
+        kl: str = "auto",
     ) -> None:
         super().__init__()
         self.num_latents = parse_binary_latent(int(num_latents))
@@ -144,10 +158,17 @@ class StructuredVAE(EncoderParams, nn.Module):
         self.encoder = mlp([self.input_dim, *self.hidden, n + self.num_edges], activation)
         self.decoder = mlp([2 * n, *reversed(self.hidden), self.input_dim], activation)
         self._forest = is_forest(self.edges.cpu(), n)
-        if self.num_edges == 0 or self._forest or n <= self.exact_kl_max_vars:
-            self.kl_kind = "exact-gibbs"
-        else:
-            self.kl_kind = "factorised-approx"
+        if kl not in KL_CHOICES:
+            raise ValueError(f"kl must be one of {KL_CHOICES}, got {kl!r}")
+        tractable = self.num_edges == 0 or self._forest or n <= self.exact_kl_max_vars
+        if kl == "exact" and not tractable:
+            raise ValueError(
+                f"kl='exact' needs the Gibbs log-partition of {n} coupled binary latents, i.e. "
+                f"enumerating 2^{n} assignments, above exact_kl_max_vars={self.exact_kl_max_vars} "
+                "on a graph with cycles; use kl='auto' or 'factorised', or a forest graph"
+            )
+        exact = self.num_edges == 0 or (tractable and kl != "factorised")
+        self.kl_kind = "exact-gibbs" if exact else "factorised-approx"
         self.solver = get_solver(self.default_solver if solver is None else solver)
         self.check_solver(self.solver)
 
@@ -260,15 +281,11 @@ class StructuredVAE(EncoderParams, nn.Module):
 
         This is the Gibbs KL, not the KL of the perturb-max distribution that samples are drawn
         from; see the module docstring for why ``recon + kl`` is then not a bound."""
-        n = potentials.num_vars
         if not potentials.has_edges or self.kl_kind == "factorised-approx":
             return self._factorised_kl(potentials)
         if self._forest:
             return self._forest_kl(potentials)
-        s = enumerate_scores(potentials)  # [B, 2^n]
-        log_z = torch.logsumexp(s, 1)
-        q = torch.softmax(s, 1)
-        return (q * s).sum(1) - log_z + n * math.log(2)
+        return binary_gibbs_kl(potentials)  # split enumeration of the 2^n assignments
 
     @staticmethod
     def _factorised_kl(p: Potentials) -> torch.Tensor:
@@ -325,6 +342,12 @@ class StructuredVAE(EncoderParams, nn.Module):
         recon = self.loss_fn(x)(self._one_hot(z)[:, None])[:, 0]
         kl = self.kl(potentials)
         return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    @property
+    def loss_is_bound(self) -> bool:
+        """Whether :meth:`one_sample_loss` estimates an upper bound on −log p(x): only without
+        edges (with edges the sample is perturb-max, not Gibbs; see the module docstring)."""
+        return self.num_edges == 0
 
     @property
     def iwae_available(self) -> bool:
