@@ -138,8 +138,9 @@ def table(rows: list[tuple[str, dict, dict]], estimators: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_wallclock(jobs: list[dict], specs: list[str], path: Path) -> None:
-    """Validation loss against training wall-clock seconds, one panel per (dataset, K)."""
+def plot_wallclock(jobs: list[dict], specs: list[str], path: Path, x: str = "time_s") -> None:
+    """Validation loss against training wall-clock seconds (``x="time_s"``) or epochs
+    (``x="epoch"``), one panel per (dataset, latent)."""
     import csv
 
     import matplotlib
@@ -154,12 +155,10 @@ def plot_wallclock(jobs: list[dict], specs: list[str], path: Path) -> None:
             if (job["dataset"], job["latent"]) != (ds, latent):
                 continue
             rows = list(csv.DictReader(open(Path(job["out"]) / "metrics.csv")))
-            ax.plot(
-                [float(r["time_s"]) for r in rows], [float(r["val_loss"]) for r in rows], label=spec
-            )
+            ax.plot([float(r[x]) for r in rows], [float(r["val_loss"]) for r in rows], label=spec)
         ax.set(
             title=f"{ds} {latent}",
-            xlabel="training wall-clock (s)",
+            xlabel="training wall-clock (s)" if x == "time_s" else x,
             ylabel="validation loss (nats)",
         )
         ax.legend()
