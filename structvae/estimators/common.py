@@ -24,6 +24,7 @@ __all__ = [
     "uniform_noise",
     "require_binary",
     "check_samples",
+    "check_hidden",
     "check_positive",
     "check_fraction",
     "surrogate_dtype",
@@ -76,6 +77,11 @@ def check_samples(samples, name: str = "samples", minimum: int = 1) -> int:
     if isinstance(samples, bool) or int(samples) != samples or int(samples) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {samples!r}")
     return int(samples)
+
+
+def check_hidden(hidden) -> tuple[int, ...]:
+    """Hidden-layer widths of an estimator's network: positive integers, or ``ValueError``."""
+    return tuple(check_samples(h, "hidden sizes") for h in hidden)
 
 
 def check_positive(value, name: str) -> float:

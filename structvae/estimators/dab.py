@@ -18,7 +18,7 @@ from ..gumbel import sample_gumbel
 from ..models.mlp import mlp
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
-from .common import ModuleEstimator, check_positive, check_samples, surrogate_dtype
+from .common import ModuleEstimator, check_hidden, check_positive, surrogate_dtype
 
 __all__ = ["DABEstimator"]
 
@@ -53,7 +53,7 @@ class DABEstimator(ModuleEstimator):
     ) -> None:
         super().__init__()
         self.gamma = check_positive(gamma, "gamma")
-        self.hidden = tuple(check_samples(h, "hidden sizes") for h in hidden)
+        self.hidden = check_hidden(hidden)
         self.condition_input = bool(condition_input)
         self.bridge: nn.Module | None = None
 

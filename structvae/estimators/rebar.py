@@ -25,7 +25,13 @@ from torch import nn
 from ..models.mlp import mlp
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
-from .common import ModuleEstimator, check_positive, check_samples, uniform_noise
+from .common import (
+    ModuleEstimator,
+    check_hidden,
+    check_positive,
+    check_samples,
+    uniform_noise,
+)
 
 __all__ = ["RebarEstimator", "RelaxEstimator", "conditional_gumbel"]
 
@@ -179,7 +185,7 @@ class RelaxEstimator(RebarEstimator):
         chunk_size: int = 512,
     ) -> None:
         super().__init__(eta, init_temperature, learn_eta, learn_temperature, samples, chunk_size)
-        self.hidden = tuple(check_samples(h, "hidden sizes") for h in hidden)
+        self.hidden = check_hidden(hidden)
         self.uses_loss_in_control = bool(rebar_term)
         if not self.uses_loss_in_control:
             self.eta.requires_grad_(False)

@@ -19,6 +19,7 @@ from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_es
 from .common import (
     ModuleEstimator,
     check_fraction,
+    check_hidden,
     check_samples,
     log_q,
     sample_q,
@@ -84,7 +85,7 @@ class ReinforceEstimator(ModuleEstimator):
         self.baseline = baseline
         self.decay = check_fraction(decay, "decay")
         self.signal_decay = check_fraction(signal_decay, "signal_decay")
-        self.hidden = tuple(check_samples(h, "hidden sizes") for h in hidden)
+        self.hidden = check_hidden(hidden)
         self.normalise = (baseline == "nvil") if normalise is None else bool(normalise)
         if self.normalise and baseline != "nvil":
             raise ValueError("normalise=True is NVIL's signal scaling; use it with baseline='nvil'")
