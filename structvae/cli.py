@@ -110,6 +110,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=S, help="progress-bar refresh, in steps")
     g.add_argument("--num-workers", type=int, default=S, help=argparse.SUPPRESS)
     g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
+    g = p.add_argument_group("faults and parallelism")
+    g.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        default=S,
+        help="skip a batch with NaN/inf potentials, losses or gradients (counted in the metrics' "
+        "'skipped') instead of stopping",
+    )
+    g.add_argument(
+        "--solver-workers",
+        type=int,
+        default=S,
+        help="threads for CPU solvers: z* is solved there while the KL is computed (default 0: "
+        "none). Several processes: torchrun --nproc_per_node N -m structvae train (docs/distributed.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +214,8 @@ _RESUME_MAY_CHANGE = {
     "out",
     "data_root",
     "download",
+    "skip_nonfinite",
+    "solver_workers",
 }
 
 

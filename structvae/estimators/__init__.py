@@ -3,6 +3,7 @@
 from .base import (
     Estimator,
     EstimatorResult,
+    Started,
     available_estimators,
     evaluate_losses,
     get_estimator,
@@ -17,6 +18,7 @@ from .schedules import Constant, ExponentialDecay, Schedule, paper_eps, paper_te
 __all__ = [
     "Estimator",
     "EstimatorResult",
+    "Started",
     "available_estimators",
     "evaluate_losses",
     "get_estimator",
