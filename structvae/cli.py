@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .data import DatasetCorruptError, DatasetNotFoundError
+    from .errors import SolverError
     from .train import CheckpointError, TrainConfig, _auto_out, check_config, train
 
     parser = args.subparser  # errors read "structvae train: error: ..."
@@ -195,6 +196,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
     except CheckpointError as e:
+        print(f"structvae train: error: {e}", file=sys.stderr)
+        return 1
+    except (FloatingPointError, SolverError) as e:  # NaN/inf at a step, a failing solver
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
