@@ -41,7 +41,8 @@ def nonfinite_stats(total: torch.Tensor, stats: dict) -> str | None:
 def nonfinite_gradient(named: Sequence[tuple[str, nn.Parameter]]) -> str | None:
     """The first parameter whose gradient holds NaN or inf, described, or None."""
     grads = [p.grad for _, p in named if p.grad is not None]
-    if not grads or _finite(torch.cat([g.reshape(-1) for g in grads])):
+    # one sum per tensor: NaN or inf anywhere makes it non-finite (no copy of the gradients)
+    if not grads or _finite(torch.stack([g.sum(dtype=torch.float64) for g in grads])):
         return None
     for name, p in named:
         if p.grad is not None and not _finite(p.grad):

@@ -238,3 +238,17 @@ def test_cli_error_in_a_fresh_process_has_no_traceback(tmp_path):
         proc.stderr.strip().splitlines()[-1].startswith("structvae train: error: unknown estimator")
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_dataset_message_says_what_to_do(tmp_path, capsys):
+    root = tmp_path / "data"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(b"\x1f\x8b truncated")
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(b"\x1f\x8b truncated")
+    argv = ["train", "--dataset", "mnist", "--data-root", str(root), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 1
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert ".gz" in err and "--download" in err and "--data-root" in err
