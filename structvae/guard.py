@@ -29,6 +29,13 @@ def _finite(t: torch.Tensor) -> bool:
 
 def nonfinite_stats(total: torch.Tensor, stats: dict) -> str | None:
     """A description of the first non-finite quantity among the objective's outputs, or None."""
+    parts = [
+        v.detach().reshape(-1).to(total.dtype)
+        for v in stats.values()
+        if isinstance(v, torch.Tensor)
+    ]
+    if _finite(torch.cat([total.detach().reshape(-1), *parts])):  # one check (one sync)
+        return None
     for key in ("kl", "recon", "loss"):
         v = stats.get(key)
         if isinstance(v, torch.Tensor) and not _finite(v):
