@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,54 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert torch.equal(state, torch.get_rng_state())
     sums = {"loss": torch.tensor(3.0)}
     assert SINGLE.reduce_sums(sums, 4) == (sums, 4)
+
+
+_WORKER = """
+import json, torch
+from structvae.distributed import setup, shutdown
+ctx, device = setup(torch.device("cpu"))
+torch.manual_seed(0)
+x, y = torch.randn(5, 3), torch.randn(5)
+model = torch.nn.Linear(3, 1)
+full = torch.nn.Linear(3, 1)
+full.load_state_dict(model.state_dict())
+((full(x).squeeze(-1) - y) ** 2).mean().backward()  # the gradient of the whole batch
+xs, ys = ctx.shard(x, y)  # 3 rows on rank 0, 2 on rank 1
+((model(xs).squeeze(-1) - ys) ** 2).mean().backward()
+params = list(model.parameters())
+bad = ctx.reduce_gradients(params, xs.shape[0], 5, False)
+same = all(torch.allclose(p.grad, q.grad, atol=1e-6) for p, q in zip(params, full.parameters()))
+flag = ctx.reduce_gradients(params, xs.shape[0], 5, ctx.rank == 1)  # rank 1 saw a NaN
+sums, count = ctx.reduce_sums({"loss": torch.tensor(float(ctx.rank + 1))}, xs.shape[0])
+print(json.dumps({"rank": ctx.rank, "world": ctx.world_size, "backend": ctx.backend,
+                  "rows": xs.shape[0], "bad": bad, "same": same, "flag": flag,
+                  "loss": float(sums["loss"]), "count": count}))
+shutdown()
+"""
+
+
+def test_two_gloo_processes_reduce_weighted_gradients_and_flags():
+    """Unequal slices (3 + 2 rows): the reduced gradient is the whole batch's, on both ranks."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
+        env.update(WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER], env=env, stdout=subprocess.PIPE, text=True
+            )
+        )
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert [o["rows"] for o in outs] == [3, 2]
+    for o in outs:
+        assert o["world"] == 2 and o["backend"] == "gloo"
+        assert o["same"] and not o["bad"] and o["flag"]  # every rank sees rank 1's flag
+        assert o["loss"] == 3.0 and o["count"] == 5
 
 
 def _rows(run) -> list[dict]:
