@@ -201,7 +201,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (FloatingPointError, SolverError) as e:  # NaN/inf at a step, a failing solver
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
+        if config.quiet:
+            print("structvae train: interrupted; continue with --resume", file=sys.stderr)
         return 130
     return 0
 
