@@ -1,6 +1,7 @@
 """structvae: discrete and structured VAEs by direct optimization through arg max."""
 
 from . import estimators, models, solvers
+from .errors import NonFiniteError, SolverError
 from .gibbs import binary_gibbs_kl
 from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
 from .gumbel import gumbel_like, sample_gumbel
@@ -11,6 +12,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Potentials",
+    "NonFiniteError",
+    "SolverError",
     "binary_gibbs_kl",
     "sample_gumbel",
     "gumbel_like",

@@ -117,6 +117,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=S, help="progress-bar refresh, in steps")
     g.add_argument("--num-workers", type=int, default=S, help=argparse.SUPPRESS)
     g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
+    g = p.add_argument_group("faults and parallelism")
+    g.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        default=S,
+        help="skip a batch with NaN/inf potentials, losses or gradients (counted in the metrics' "
+        "'skipped') instead of stopping",
+    )
+    g.add_argument(
+        "--solver-workers",
+        type=int,
+        default=S,
+        help="threads for CPU solvers: z* is solved there while the KL is computed (default 0: "
+        "none). Several processes: torchrun --nproc_per_node N -m structvae train (docs/distributed.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .data import DatasetCorruptError, DatasetNotFoundError
+    from .errors import SolverError
     from .train import CheckpointError, TrainConfig, _auto_out, check_config, train
 
     parser = args.subparser  # errors read "structvae train: error: ..."
@@ -189,7 +205,12 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (FloatingPointError, SolverError) as e:  # NaN/inf at a step, a failing solver
+        print(f"structvae train: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
+        if config.quiet:
+            print("structvae train: interrupted; continue with --resume", file=sys.stderr)
         return 130
     return 0
 
@@ -206,6 +227,8 @@ _RESUME_MAY_CHANGE = {
     "out",
     "data_root",
     "download",
+    "skip_nonfinite",
+    "solver_workers",
 }
 
 

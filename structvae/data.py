@@ -110,7 +110,17 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class DatasetCorruptError(ValueError):
-    """A dataset file exists but is malformed, truncated or fails its checksum."""
+    """A dataset file exists but is malformed, truncated or fails its checksum.
+
+    The message names the file and the problem, and ends with what to do about it."""
+
+    ADVICE = (
+        "replace it with a good copy: delete it and fetch it again with --download "
+        "(download=True), or point --data-root (root=...) at a folder with intact files"
+    )
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; {self.ADVICE}")
 
 
 # --------------------------------------------------------------------------- datasets

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import NonFiniteError
+
 __all__ = ["Potentials"]
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
         bad = (~torch.isfinite(t)).nonzero()[0].tolist()
-        raise ValueError(
+        raise NonFiniteError(
             f"Potentials.{name} contains NaN or inf (first at index {tuple(bad)}); "
             "check the encoder output or the loss values that produced it"
         )

@@ -50,10 +50,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .estimators import available_estimators, get_estimator
 from .estimators.schedules import ExponentialDecay, paper_temperature
+from .guard import sigterm_as_interrupt, train_step
 from .models import build_model
 from .solvers import get_solver
+from .solvers.pool import attach_pool, check_workers
 
 __all__ = [
     "TrainConfig",
@@ -83,6 +86,7 @@ METRIC_FIELDS = (
     "time_s",
     "eps",
     "temperature",
+    "skipped",
 )
 
 #: Fields that must agree between a run and its resumption.
@@ -149,6 +153,15 @@ class TrainConfig:
         log_every: refresh the progress bar's running loss every this many steps.
         num_workers: accepted for compatibility; the in-memory datasets are read in-process.
         quiet: no progress bars or per-epoch lines.
+        skip_nonfinite: skip a batch whose potentials, losses or gradients hold NaN or inf
+            (counted in the metrics' ``skipped``) instead of stopping with an error.
+        solver_workers: threads for the CPU solvers (:mod:`structvae.solvers.pool`): the
+            direct estimator solves z* on them while the model computes its KL, and solvers
+            with per-sample parallelism (ilp, custom functions) use that many threads
+            (0: no pool, everything in the training thread).
+
+    Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
+    ``batch_size`` is the global batch, split over the processes.
     """
 
     dataset: str = "mnist-sample"
@@ -178,6 +191,8 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     quiet: bool = False
+    skip_nonfinite: bool = False
+    solver_workers: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -266,6 +281,7 @@ def check_config(config: TrainConfig, input_dim: int = 784):
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ValueError(f"--lr must be a positive number, got {config.lr!r}")
     _device(config.device)
+    check_workers(config.solver_workers)
     estimator = build_estimator(config)
     model = build_model(
         config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
@@ -654,6 +670,8 @@ def train(config: TrainConfig) -> dict:
     device = _device(config.device)
     out = _resolve_out(config)
     config.out = str(out)
+    ctx, device = distributed.setup(device)  # torchrun: rank 0 evaluates and writes
+    config.quiet = config.quiet or not ctx.is_main
     log = (lambda msg: None) if config.quiet else tqdm.write
 
     # data and model (the model is rebuilt after seeding so that its initialisation is seeded)
@@ -672,6 +690,10 @@ def train(config: TrainConfig) -> dict:
     if isinstance(estimator, nn.Module):
         params += [p for p in estimator.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    ctx.broadcast_parameters(params)
+    attach_pool(estimator, config.solver_workers)
+    named = [(f"model.{k}", p) for k, p in model.named_parameters()]
+    named += [(f"estimator.param{i}", p) for i, p in enumerate(params[len(named) :])]
     train_gen = getattr(splits.train, "generator", None)
     if not isinstance(train_gen, torch.Generator):
         train_gen = None
@@ -706,14 +728,16 @@ def train(config: TrainConfig) -> dict:
         history = list(ckpt["history"])
         estimator.iteration = int(ckpt.get("estimator_iteration", iteration))
         _set_rng_state(ckpt["rng"], device, train_gen)
-        _write_metrics(out, history)
+        if ctx.is_main:
+            _write_metrics(out, history)
         log(f"resuming {out} at epoch {start_epoch + 1} (iteration {iteration})")
-    else:
+    elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for name in _ARTIFACTS:
             (out / name).unlink(missing_ok=True)
         _write_metrics(out, history)
-    _write_json(out / "config.json", config.to_dict())
+    if ctx.is_main:
+        _write_json(out / "config.json", config.to_dict())
 
     fixed_x = _fixed_images(splits.val, _RECON_IMAGES, config.seed).to(device)
     kw_labels = bool(getattr(model, "uses_labels", False))
@@ -726,6 +750,7 @@ def train(config: TrainConfig) -> dict:
         )
     stopped = config.max_steps is not None and iteration >= config.max_steps
     epoch = start_epoch
+    restore_sigterm = sigterm_as_interrupt()  # kill (SIGTERM) takes the Ctrl-C path below
     try:
         for epoch in range(start_epoch, config.epochs):
             if stopped:
@@ -738,6 +763,8 @@ def train(config: TrainConfig) -> dict:
                 seed=_epoch_seed(config.seed, epoch),
                 drop_last=False,
             )
+            ctx.seed_epoch(config.seed, epoch)
+            skipped = 0
             sums: dict[str, torch.Tensor | float] = {}
             last_info: dict[str, float] = {}
             count = 0
@@ -753,14 +780,30 @@ def train(config: TrainConfig) -> dict:
                 if config.max_steps is not None and iteration >= config.max_steps:
                     stopped = True
                     break
+                global_batch = x.shape[0]
+                part = ctx.shard(x, y)  # this process's slice (the whole batch alone)
+                if part is None:
+                    continue
+                x, y = part
                 x = x.to(device, non_blocking=True)
                 estimator.iteration = iteration
                 kw = {"y": y.to(device)} if kw_labels else {}
-                total, stats = model.objective(x, estimator, **kw)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
+                stats = train_step(
+                    model,
+                    estimator,
+                    optimizer,
+                    named,
+                    x,
+                    step=iteration + 1,
+                    skip_nonfinite=config.skip_nonfinite,
+                    ctx=ctx,
+                    global_batch=global_batch,
+                    **kw,
+                )
                 iteration += 1
+                if stats is None:
+                    skipped += 1
+                    continue
                 b = x.shape[0]
                 count += b
                 for k, v in stats.items():
@@ -773,7 +816,12 @@ def train(config: TrainConfig) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - t0
+            sums, count = ctx.reduce_sums(sums, count)
             if count == 0:
+                if skipped:
+                    raise FloatingPointError(
+                        f"every batch of epoch {epoch + 1} had NaN or inf (skipped {skipped})"
+                    )
                 break
             means = {k: float(v) / count for k, v in sums.items()}
             if not math.isfinite(means["loss"]):
@@ -781,6 +829,8 @@ def train(config: TrainConfig) -> dict:
                     f"training loss became {means['loss']} in epoch {epoch + 1} "
                     f"(iteration {iteration}); lower --lr or check the estimator"
                 )
+            if not ctx.is_main:
+                continue  # rank 0 evaluates, checkpoints and writes the run folder
             val = _evaluate_model(model, splits.val, device, config.seed)
             row = {
                 "epoch": epoch + 1,
@@ -794,6 +844,7 @@ def train(config: TrainConfig) -> dict:
                 "time_s": elapsed,
                 "eps": last_info.get("eps"),
                 "temperature": last_info.get("temperature"),
+                "skipped": skipped,
             }
             history.append(row)
             improved = val["loss"] < best_val
@@ -835,6 +886,10 @@ def train(config: TrainConfig) -> dict:
     except KeyboardInterrupt:
         log(f"interrupted; continue with --resume --out {out} (from the last finished epoch)")
         raise
+    finally:
+        restore_sigterm()
+    if not ctx.is_main:
+        return {"run_dir": str(out), "rank": ctx.rank, "iterations": iteration}
 
     # final evaluation of the best model on the test set
     if not (out / "best.pt").exists():

@@ -5,6 +5,7 @@ from .arm import ARMEstimator
 from .base import (
     Estimator,
     EstimatorResult,
+    Started,
     available_estimators,
     evaluate_losses,
     get_estimator,
@@ -30,6 +31,7 @@ from .straight_through import (
 __all__ = [
     "Estimator",
     "EstimatorResult",
+    "Started",
     "available_estimators",
     "evaluate_losses",
     "get_estimator",

@@ -23,6 +23,7 @@ from ..registry import Registry
 __all__ = [
     "Estimator",
     "EstimatorResult",
+    "Started",
     "LossFn",
     "register_estimator",
     "get_estimator",
@@ -78,6 +79,16 @@ def evaluate_losses(loss_fn: LossFn, z: torch.Tensor, chunk: int | None = None) 
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
+@dataclass
+class Started:
+    """An estimate begun by :meth:`Estimator.begin`: the potentials, the keyword arguments and
+    the estimator's own in-flight state (``state``, e.g. a future of ``z*``)."""
+
+    potentials: Potentials
+    kwargs: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+
 class Estimator(ABC):
     """Base class of gradient estimators.
 
@@ -114,6 +125,18 @@ class Estimator(ABC):
     def __call__(self, potentials: Potentials, loss_fn: LossFn, **kw) -> EstimatorResult:
         self.check(potentials)
         return self.estimate(potentials, loss_fn, **kw)
+
+    def begin(self, potentials: Potentials, **kw) -> Started:
+        """Check ``potentials`` and start the work that needs no loss (e.g. a solve on a thread
+        pool); :meth:`finish` completes it. ``finish(begin(p, **kw), loss_fn)`` equals
+        ``self(p, loss_fn, **kw)``; between the two the caller may compute other terms (the
+        model's KL) while the started work runs. The default starts nothing."""
+        self.check(potentials)
+        return Started(potentials, kw)
+
+    def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
+        """Complete an estimate started by :meth:`begin`."""
+        return self.estimate(started.potentials, loss_fn, **started.kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import NonFiniteError
 from ..gumbel import sample_gumbel
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver
 from ..solvers.auto import auto_solver_name
 from ..solvers.exact import all_assignments
-from .base import Estimator, EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
+from ..solvers.pool import SolverPool
+from .base import (
+    Estimator,
+    EstimatorResult,
+    LossFn,
+    Started,
+    evaluate_losses,
+    one_hot,
+    register_estimator,
+)
 from .schedules import Schedule, as_schedule, paper_eps
 
 __all__ = ["DirectEstimator", "coordinate_candidates"]
@@ -65,6 +75,9 @@ class DirectEstimator(Estimator):
         label_eps: ε for labelled rows (z_ε = the label); default: the same as ``eps``.
         chunk_size: candidates per ``loss_fn`` call (bounds memory).
         max_assignments: the limit of ``candidates="all"``.
+        pool: a :class:`~structvae.solvers.pool.SolverPool` (or a thread count) on which
+            :meth:`begin` solves ``z*`` while the caller works on (``--solver-workers``);
+            ``None``: solve in the calling thread.
 
     Cost per step: one loss_fn call with gradient at z*, plus n·(K−1) (coordinate) or K^n
     (all) candidate evaluations without gradient; two solver calls. Biased for ε > 0; the
@@ -84,6 +97,7 @@ class DirectEstimator(Estimator):
         label_eps: float | Schedule | None = None,
         chunk_size: int = 512,
         max_assignments: int = 2**12,
+        pool: SolverPool | int | None = None,
     ) -> None:
         super().__init__()
         self.eps = paper_eps() if eps is None else as_schedule(eps, "eps")
@@ -100,6 +114,7 @@ class DirectEstimator(Estimator):
         self.chunk_size = int(chunk_size)
         self.max_assignments = int(max_assignments)
         self.solver = None if solver is None else get_solver(solver)
+        self.pool = SolverPool(pool) if isinstance(pool, int) else pool
 
     def resolve_solver(self, potentials: Potentials) -> Solver:
         """The solver in use (picked by structure on first use when none was given)."""
@@ -168,18 +183,38 @@ class DirectEstimator(Estimator):
     ) -> EstimatorResult:
         """One estimate. ``labels`` long ``[B]`` or ``[B, n]``, -1 where unlabelled: labelled
         rows use z_ε = label (direct loss minimisation, the semi-supervised case)."""
-        B, n, K = potentials.unary.shape
-        S = self.samples
-        solver = self.resolve_solver(potentials)
-        labels = self._labels(labels, B, n, potentials.device)
-        eps = float(self.eps(self.iteration))
+        return self.finish(self._start(potentials, labels, generator), loss_fn)
 
+    def begin(
+        self,
+        potentials: Potentials,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Started:
+        """Check, draw the noise and start the ``z*`` solve (on :attr:`pool` when set)."""
+        self.check(potentials)
+        return self._start(potentials, labels, generator)
+
+    def _start(self, potentials: Potentials, labels, generator) -> Started:
+        solver = self.resolve_solver(potentials)
         pot = self._repeat(potentials)  # [R = B*S]
         gamma = sample_gumbel(
             pot.unary.shape, device=pot.device, dtype=pot.dtype, generator=generator
         )
         perturbed = pot.detach().perturb(gamma)
-        z_star = solver(perturbed)  # [R, n]
+        pool = self.pool if self.pool is not None else SolverPool(0)
+        state = {"pot": pot, "perturbed": perturbed, "z_star": pool.submit(solver, perturbed)}
+        return Started(potentials, {"labels": labels}, state)
+
+    def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
+        potentials, st = started.potentials, started.state
+        B, n, K = potentials.unary.shape
+        S = self.samples
+        solver = self.resolve_solver(potentials)
+        labels = self._labels(started.kwargs.get("labels"), B, n, potentials.device)
+        eps = float(self.eps(self.iteration))
+        pot, perturbed = st["pot"], st["perturbed"]
+        z_star = st["z_star"].result()  # [R, n]
         dtype = torch.promote_types(pot.dtype, torch.float32)
         loss_star = evaluate_losses(loss_fn, one_hot(z_star.reshape(B, S, n), K, dtype))  # [B, S]
         loss_star = loss_star.reshape(B * S)
@@ -190,7 +225,7 @@ class DirectEstimator(Estimator):
         else:
             delta = self._candidate_losses(loss_fn, z_star, loss_star, B, K, dtype)
             if not bool(torch.isfinite(delta).all()):
-                raise ValueError(
+                raise NonFiniteError(
                     "direct: loss_fn returned NaN or inf for a candidate assignment; "
                     "check the decoder (its inputs and parameters) before the encoder"
                 )
@@ -229,5 +264,5 @@ class DirectEstimator(Estimator):
             scores = enumerate_scores(perturbed, self.max_assignments)  # [R, M]
             L = L.repeat_interleave(perturbed.batch_size // B, 0)
             if not bool(torch.isfinite(L).all()):
-                raise ValueError("direct: loss_fn returned NaN or inf for an assignment")
+                raise NonFiniteError("direct: loss_fn returned NaN or inf for an assignment")
             return A[(scores + signed_eps * L).argmax(1)]

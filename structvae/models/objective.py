@@ -17,8 +17,9 @@ def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[
     the estimator's numeric ``info`` entries (``eps``, ``temperature``) as floats.
     """
     potentials = model.encode(x)
-    res = estimator(potentials, model.loss_fn(x), **kw)
-    kl = model.kl(potentials)
+    started = estimator.begin(potentials, **kw)  # direct: z* may be solving on a thread pool
+    kl = model.kl(potentials)  # ... while the KL is computed here
+    res = estimator.finish(started, model.loss_fn(x))
     total = res.surrogate + kl.mean()
     recon = res.loss.detach().float().mean()
     klm = kl.detach().float().mean()

@@ -7,6 +7,7 @@ Register your own with :func:`register` or wrap a function with :class:`Function
 from .base import (
     FunctionSolver,
     Solver,
+    SolverError,
     SolverWarning,
     available_solvers,
     get_solver,
@@ -22,6 +23,7 @@ from .tree import TreeSolver, tree_log_partition
 
 __all__ = [
     "Solver",
+    "SolverError",
     "SolverWarning",
     "FunctionSolver",
     "register",

@@ -19,11 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..errors import SolverError
 from ..potentials import Potentials
 from ..registry import Registry
 
 __all__ = [
     "Solver",
+    "SolverError",
     "SolverWarning",
     "FunctionSolver",
     "register",
@@ -77,6 +79,7 @@ class Solver(ABC):
                 f"solver {self.name!r} needs K = {self.num_states} states per variable, "
                 f"got K = {potentials.num_states}"
             )
+        _check_magnitude(potentials, self.name)
 
     def supports(self, potentials: Potentials) -> bool:
         """True when :meth:`check` accepts ``potentials``."""
@@ -96,11 +99,42 @@ class Solver(ABC):
         if hint is not None:
             hint = _check_assignment(hint, potentials, f"hint given to solver {self.name!r}")
         self.last_optimal = None
-        z = self.solve(potentials, hint=hint)
+        try:
+            z = self.solve(potentials, hint=hint)
+        except (ValueError, SolverError):
+            raise  # unsupported input, or a failure the solver already described
+        except Exception as err:
+            B, n, K = potentials.unary.shape
+            raise SolverError(
+                f"solver {self.name!r} failed on a batch of {B} problem(s) (n = {n}, K = {K}, "
+                f"{potentials.num_edges} edges): {type(err).__name__}: {err}"
+            ) from err
         return _check_assignment(z, potentials, f"solver {self.name!r} returned an assignment that")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, exact={self.exact})"
+
+
+def _check_magnitude(p: Potentials, name: str) -> None:
+    """Refuse potentials whose scores could overflow: every solver sums (and reparametrises)
+    up to ``n + E`` table entries, so ``sum_i max|unary_i| + sum_e max|pairwise_e|`` must stay
+    below ``finfo.max / 8`` of the computing dtype (float32 or wider). Else an infinite score
+    would make a wrong assignment look optimal."""
+    if p.batch_size == 0:
+        return
+    bound = p.unary.detach().abs().amax(-1).double().sum(-1)
+    if p.has_edges:
+        bound = bound + p.pairwise.detach().abs().flatten(2).amax(-1).double().sum(-1)
+    dtype = torch.promote_types(p.dtype, torch.float32)
+    limit = torch.finfo(dtype).max / 8
+    ok = bound < limit
+    if not bool(ok.all()):
+        b = int((~ok).nonzero()[0])
+        raise ValueError(
+            f"solver {name!r}: the scores of sample {b} may overflow {dtype} (the sum of the "
+            f"largest |entry| of each unary and pairwise table is {float(bound[b]):.3g}, above "
+            f"{limit:.3g}); rescale the potentials (the arg max does not change) or use float64"
+        )
 
 
 def _check_assignment(z, potentials: Potentials, who: str) -> torch.Tensor:
@@ -201,7 +235,7 @@ class FunctionSolver(Solver):
             try:
                 out = np.asarray(self.fn(unary[b], edges, pairwise[b]))
             except Exception as err:
-                raise RuntimeError(f"solver {self.name!r} failed on sample {b}: {err}") from err
+                raise SolverError(f"solver {self.name!r} failed on sample {b}: {err}") from err
             if out.shape != (n,):
                 raise ValueError(
                     f"solver {self.name!r} returned shape {list(out.shape)} for sample {b}; "
