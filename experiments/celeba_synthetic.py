@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--label-fraction", type=float, default=0.25)
     ap.add_argument("--out", default="results/celeba_synthetic")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--code", default="concat", choices=("block", "concat"), help="decoder input")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,9 @@ def main() -> None:
         grid_x = splits.test[list(range(6))][0]
         for pairwise in ("none", "supermodular", "general"):
             torch.manual_seed(args.seed)
-            model = AttributeVAE(style_dim=8, pairwise=pairwise, channels=8, hidden=64)
+            model = AttributeVAE(
+                style_dim=8, pairwise=pairwise, channels=8, hidden=64, code=args.code
+            )
             est = DirectEstimator(eps=0.1)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             t0 = time.perf_counter()
@@ -80,10 +83,13 @@ def main() -> None:
                     opt.step()
             seconds = time.perf_counter() - t0
             acc = mean_label_metrics(model, splits.test)
-            save_attribute_grid(model, grid_x, out / f"grid_{pairwise}.png")
+            save_attribute_grid(model, grid_x, out / f"grid_{args.code}_{pairwise}.png")
             rows.append((pairwise, model.solver.name, acc, float(stats["loss"]), seconds))
     names = [k for k in rows[0][2] if k.startswith("acc_")]
-    print(f"\ntest accuracy of the encoder's arg max after {args.epochs} epochs (chance 0.5)\n")
+    print(
+        f"\ntest accuracy of the encoder's arg max after {args.epochs} epochs (chance 0.5), "
+        f"decoder code {args.code!r}\n"
+    )
     print(
         "| pairwise | solver | "
         + " | ".join(n[4:] for n in names)
@@ -93,7 +99,7 @@ def main() -> None:
     for pw, solver, acc, loss, sec in rows:
         cells = " | ".join(f"{acc[n]:.3f}" for n in names)
         print(f"| {pw} | {solver} | {cells} | {acc['accuracy']:.3f} | {loss:.1f} | {sec:.0f} |")
-    print(f"\nattribute grids of 6 test images: {out}/grid_<pairwise>.png")
+    print(f"\nattribute grids of 6 test images: {out}/grid_{args.code}_<pairwise>.png")
 
 
 if __name__ == "__main__":

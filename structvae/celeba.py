@@ -254,7 +254,8 @@ class CelebAImages(Dataset):
 
 
 def _download(root: Path) -> None:
-    """torchvision's CelebA download (Google Drive; needs internet and often hits its quota)."""
+    """torchvision's CelebA download (Google Drive through ``gdown``; needs internet and often
+    hits the Drive quota)."""
     from torchvision.datasets import CelebA
 
     CelebA(str(root), split="all", target_type="attr", download=True)

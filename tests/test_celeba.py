@@ -132,6 +132,24 @@ def test_missing_files_and_bad_options(tmp_path, celeba, monkeypatch):
         load_dataset("mnist-sample", attributes="Smiling")
 
 
+def test_download_and_verify(tmp_path, monkeypatch):
+    import structvae.celeba as mod
+
+    calls = []
+
+    def fake_download(root):  # what torchvision's downloader leaves: root/celeba/...
+        calls.append(root)
+        make_miniature_celeba(root / "celeba", N_IMAGES, PARTITION)
+
+    monkeypatch.setattr(mod, "_download", fake_download)
+    splits = load_dataset("celeba", root=tmp_path, binarize="none", download=True)
+    assert calls == [tmp_path] and splits.sizes == (24, 6, 6)
+    _load(tmp_path, download=True)  # present now: no second download
+    assert len(calls) == 1
+    with pytest.raises(DatasetCorruptError, match="36 images, expected 202599"):
+        _load(tmp_path, verify=True)
+
+
 def test_corrupt_files(tmp_path):
     _write_celeba(tmp_path)
     attr = tmp_path / "list_attr_celeba.txt"
@@ -365,3 +383,26 @@ def test_cli_flags_reach_the_config():
     )
     assert (args.attributes, args.label_fraction, args.dataset) == ("Smiling,Male", 0.25, "celeba")
     assert TrainConfig().attributes is None and TrainConfig().label_fraction is None
+
+
+def test_block_code_routes_the_style_through_the_bits():
+    assert _model("none", style=2).code == "concat"
+    assert _model("none", style=2).decoder[0].in_features == 6 + 2
+    m = _model("none", style=2, code="block")
+    assert m.decoder[0].in_features == 6 + 6 * 2
+    with pytest.raises(ValueError, match="code must be one of"):
+        _model(code="sum")
+    z = torch.tensor([[1, 0, 1], [0, 1, 1]])
+    s = torch.tensor([[0.5, -2.0], [3.0, 1.0]])
+    rows = []
+    for b in range(2):  # the code by hand: one-hot bits, then s in the slot (a, z_a)
+        onehot = [float(z[b, a] == k) for a in range(3) for k in range(2)]
+        block = [
+            float(z[b, a] == k) * float(s[b, j])
+            for a in range(3)
+            for k in range(2)
+            for j in range(2)
+        ]
+        rows.append(onehot + block)
+    want = m.decoder(torch.tensor(rows)).reshape(2, -1)
+    assert torch.allclose(m.decode(m._one_hot(z), s), want, atol=1e-6)

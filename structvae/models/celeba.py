@@ -4,10 +4,12 @@ A convolutional encoder maps a 3×64×64 face to (a) potentials over ``A`` binar
 unary scores θ_a and, with ``pairwise="supermodular" | "general"``, couplings θ_ab on a graph of
 the attributes (complete by default: correlated attributes such as Male / No_Beard / Goatee) —
 and (b) the mean and log-variance of a Gaussian style code ``s`` (reparameterised). A
-convolutional decoder maps ``[one-hot bits, s]`` to Bernoulli logits of the 3×64×64 intensities
-(BCE on intensities in [0, 1], summed over pixels and channels: the usual "continuous Bernoulli
-without its normaliser" likelihood of image VAEs; an image model choice, not a density on
-[0, 1]).
+convolutional decoder maps the code to Bernoulli logits of the 3×64×64 intensities: by default
+``[one-hot bits, s]``, or (``code="block"``) the block form ``[one-hot bits, bits ⊗ s]`` of the
+paper's mixed discrete-continuous code, where the style enters in the slot of each attribute's
+value, so that switching a bit re-routes the same style code. The loss is BCE on the intensities in [0, 1], summed over pixels and
+channels: the usual likelihood of image VAEs (a continuous Bernoulli without its normaliser),
+a modelling choice, not a density on [0, 1].
 
 The bits are learned by direct optimization through arg max
 (:class:`~structvae.estimators.DirectEstimator`): perturb-and-MAP samples from the structured
@@ -39,11 +41,12 @@ from ..solvers.exact import all_assignments
 from .objective import EncoderParams, estimator_objective
 from .pairwise import EXACT_KL_MAX_VARS, PairwiseBinaryLatents
 
-__all__ = ["AttributeVAE", "conv_encoder", "conv_decoder", "parse_style_latent"]
+__all__ = ["AttributeVAE", "conv_encoder", "conv_decoder", "parse_style_latent", "CODES"]
 
 _STYLE = re.compile(r"^\s*(\d+)\s*$")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _MAX_COMBINATION_ATTRIBUTES = 6
+CODES = ("block", "concat")
 
 
 def parse_style_latent(spec: int | str) -> int:
@@ -103,6 +106,11 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         graph: the attribute graph of the couplings (default ``"complete"``).
         solver: arg-max solver for samples, reconstructions and accuracy (default by structure).
         channels, hidden: conv widths (c, 2c, 4c, 8c) and the fully connected width.
+        code: the decoder's input. ``"concat"`` (default): ``[one-hot bits, style]``.
+            ``"block"``: the one-hot bits and the outer product ``bits ⊗ style`` (``2A·S``
+            entries: the style code sits in the slot of each attribute's value, as in the
+            paper's mixed discrete-continuous code). With either, nothing stops the decoder from
+            ignoring the bits and letting the style carry an attribute; see docs/celeba.md.
         exact_kl_max_vars: Gibbs KL by enumeration up to this many attributes (with couplings).
         input_dim: must be 3·64·64 (the trainer passes the dataset's size).
 
@@ -122,6 +130,7 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         solver: str | Solver | None = None,
         channels: int = 32,
         hidden: int = 256,
+        code: str = "concat",
         exact_kl_max_vars: int = EXACT_KL_MAX_VARS,
         input_dim: int = int(math.prod(CELEBA_IMAGE_SHAPE)),
     ) -> None:
@@ -133,6 +142,9 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
             )
         if int(channels) < 1 or int(hidden) < 1:
             raise ValueError(f"channels and hidden must be positive, got {channels}, {hidden}")
+        if code not in CODES:
+            raise ValueError(f"code must be one of {CODES}, got {code!r}")
+        self.code = code
         self.attributes = parse_attributes(attributes)
         A = len(self.attributes)
         self._init_pairwise(A, pairwise, graph, solver, exact_kl_max_vars)
@@ -142,7 +154,8 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         self.encoder = conv_encoder(self.channels, self.hidden)
         self.attribute_head = nn.Linear(self.hidden, A + self.num_edges)
         self.style_head = nn.Linear(self.hidden, 2 * self.style_dim)
-        self.decoder = conv_decoder(2 * A + self.style_dim, self.channels, self.hidden)
+        code_dim = 2 * A + (2 * A if code == "block" else 1) * self.style_dim
+        self.decoder = conv_decoder(code_dim, self.channels, self.hidden)
 
     @classmethod
     def from_spec(cls, latent: int | str = 32, **kw) -> AttributeVAE:
@@ -153,7 +166,8 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         return (
             f"attributes={','.join(self.attributes)}, style_dim={self.style_dim}, "
             f"pairwise={self.pairwise!r} ({self.num_edges} edges), solver={self.solver.name!r}, "
-            f"kl_kind={self.kl_kind!r}, channels={self.channels}, hidden={self.hidden}"
+            f"kl_kind={self.kl_kind!r}, code={self.code!r}, channels={self.channels}, "
+            f"hidden={self.hidden}"
         )
 
     # ------------------------------------------------------------ the model
@@ -172,11 +186,14 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
 
     def decode(self, z: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """``z`` float ``[..., A, 2]`` (one-hot) and ``style [..., S]`` (default 0, the prior
-        mean) -> Bernoulli logits ``[..., 12288]``."""
+        mean) -> Bernoulli logits ``[..., 12288]`` (the code: see ``code`` in the class doc)."""
         lead = z.shape[:-2]
         if style is None:
             style = z.new_zeros(*lead, self.style_dim)
-        code = torch.cat([z.reshape(*lead, -1), style.expand(*lead, self.style_dim)], -1)
+        style = style.to(z.dtype).expand(*lead, self.style_dim)
+        if self.code == "block":
+            style = (z[..., None] * style[..., None, None, :]).reshape(*lead, -1)  # [..., 2A·S]
+        code = torch.cat([z.reshape(*lead, -1), style], -1)
         out = self.decoder(code.reshape(-1, code.shape[-1]).to(self._dtype))
         return out.reshape(*lead, self.input_dim)
 
