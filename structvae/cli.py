@@ -41,6 +41,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help=f"binarisation (default {d.binarize})",
     )
     g.add_argument("--split-seed", type=int, default=S, help="seed of the validation split")
+    g.add_argument(
+        "--attributes",
+        default=S,
+        help="celeba: comma-separated attributes, or 'all' (default Eyeglasses,Smiling,Male)",
+    )
+    g.add_argument(
+        "--label-fraction",
+        type=float,
+        default=S,
+        help="celeba: fraction of training images that keep their attribute labels (default 1)",
+    )
     g = p.add_argument_group("model and estimator")
     g.add_argument("--model", default=S, help=f"model (default {d.model})")
     g.add_argument(
@@ -52,7 +63,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--pairwise",
         default=S,
         choices=("supermodular", "general", "none"),
-        help="structured model: coupling family (default supermodular)",
+        help="structured / celeba model: coupling family (default supermodular / none)",
     )
     g.add_argument(
         "--graph",

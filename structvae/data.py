@@ -37,6 +37,10 @@ tuples. The datasets (``DATASETS``):
     0/1 per line, under ``root/BinarizedMNIST/`` (or directly in ``root``); the official
     50,000 / 10,000 / 10,000 split (``val_size`` and ``split_seed`` do not apply). No
     labels: ``y`` is -1. ``verify=True`` checks the MD5 of the uncompressed files.
+``celeba``
+    CelebA faces as 3×64×64 colour images (``binarize="none"``) with int64 attribute labels
+    ``y [N, A]`` (-1: unlabelled), decoded lazily from the release's files; see
+    :mod:`structvae.celeba` (``attributes=``, ``label_fraction=``).
 
 Binarisation (``binarize``): ``"fixed"`` thresholds once, ``x > 0.5``, as the paper's
 code does; ``"dynamic"`` keeps the grey levels and draws ``Bernoulli(x)`` afresh every
@@ -77,13 +81,14 @@ __all__ = [
     "ImageDataset",
     "default_cache_dir",
     "default_data_root",
+    "dataset_image_shape",
     "load_dataset",
     "make_loader",
 ]
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "omniglot", "binarized-mnist")
+DATASETS = ("mnist-sample", "mnist", "fashion-mnist", "omniglot", "binarized-mnist", "celeba")
 BINARIZE_MODES = ("fixed", "dynamic", "none")
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 784
@@ -97,6 +102,7 @@ _ALIASES = {
     "binarizedmnist": "binarized-mnist",
     "binarisedmnist": "binarized-mnist",
     "bmnist": "binarized-mnist",
+    "celeba": "celeba",
 }
 
 _HOW_TO = (
@@ -336,6 +342,8 @@ def load_dataset(
     *,
     verify: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    attributes: str | Sequence[str] | None = None,
+    label_fraction: float = 1.0,
 ) -> DataSplits:
     """Load ``name`` (one of ``DATASETS``) as train / validation / test splits.
 
@@ -356,6 +364,9 @@ def load_dataset(
             original MD5s) and the expected image counts.
         cache_dir: where extracted copies of read-only data go; default
             :func:`default_cache_dir`.
+        attributes, label_fraction: ``celeba`` only (:mod:`structvae.celeba`): the attributes
+            that form ``y`` (``"Eyeglasses,Smiling,Male"`` by default) and the fraction of
+            training images that keep their labels (the others get -1).
     """
     key = _canonical_name(name)
     if binarize not in BINARIZE_MODES:
@@ -368,6 +379,11 @@ def load_dataset(
         raise ValueError(f"val_size must be a non-negative int or None, got {val_size!r}")
     root_path = Path(root).expanduser() if root is not None else default_data_root()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if key == "celeba":
+        options = {"attributes": attributes, "label_fraction": label_fraction}
+        return _load_celeba(root_path, download, binarize, split_seed, val_size, verify, options)
+    if attributes is not None or label_fraction != 1.0:
+        raise ValueError("attributes and label_fraction apply to the celeba dataset only")
 
     if key == "mnist-sample":
         splits, num_classes = _load_mnist_sample(split_seed, val_size)
@@ -400,6 +416,41 @@ def load_dataset(
         image_shape=IMAGE_SHAPE,
         num_classes=num_classes,
         binarize=binarize,
+    )
+    logger.info("loaded %s", result.describe())
+    return result
+
+
+def dataset_image_shape(name: str) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of the images ``load_dataset(name)`` returns, without reading files."""
+    if _canonical_name(name) == "celeba":
+        from .celeba import CELEBA_IMAGE_SHAPE
+
+        return CELEBA_IMAGE_SHAPE
+    return IMAGE_SHAPE
+
+
+def _load_celeba(root, download, binarize, split_seed, val_size, verify, options) -> DataSplits:
+    from .celeba import CELEBA_IMAGE_SHAPE, load_celeba
+
+    if binarize != "none":
+        raise ValueError(
+            "celeba images are colour intensities in [0, 1] (Bernoulli likelihood on "
+            f"them); binarize must be 'none' (--binarize none), got {binarize!r}"
+        )
+    if val_size is not None:
+        raise ValueError(
+            f"celeba has the official train/val/test partition; val_size must be None, got {val_size}"
+        )
+    splits = load_celeba(root, download, split_seed=split_seed, verify=verify, **options)
+    result = DataSplits(
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        name="celeba",
+        image_shape=CELEBA_IMAGE_SHAPE,
+        num_classes=None,
+        binarize="none",
     )
     logger.info("loaded %s", result.describe())
     return result

@@ -106,6 +106,8 @@ _IDENTITY_FIELDS = (
     "batch_size",
     "lr",
     "seed",
+    "attributes",
+    "label_fraction",
 )
 
 _EVAL_SEED_OFFSET = 1_000_003  # the evaluation generators' seed is seed + this
@@ -162,6 +164,10 @@ class TrainConfig:
 
     Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
     ``batch_size`` is the global batch, split over the processes.
+        attributes: ``--dataset celeba`` / ``--model celeba``: comma-separated CelebA attributes
+            (``None``: ``Eyeglasses,Smiling,Male``; ``all``: the 40).
+        label_fraction: ``--dataset celeba``: fraction of training images that keep their
+            attribute labels (``None``: 1.0); the others are unlabelled (-1).
     """
 
     dataset: str = "mnist-sample"
@@ -193,6 +199,8 @@ class TrainConfig:
     quiet: bool = False
     skip_nonfinite: bool = False
     solver_workers: int = 0
+    attributes: str | None = None
+    label_fraction: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -260,16 +268,19 @@ def _canonical_dataset(name: str) -> str:
     return name
 
 
-def check_config(config: TrainConfig, input_dim: int = 784):
+def check_config(config: TrainConfig, input_dim: int | None = None):
     """Validate ``config`` before any work; returns ``(model, estimator)`` built from it.
 
     Raises ``ValueError`` with a one-line message: unknown dataset / model / estimator / solver,
     a bad latent spec, bad numbers, or an estimator/solver that cannot handle the model's
-    latent structure (checked on a dummy input).
+    latent structure (checked on a dummy input). ``input_dim`` defaults to the dataset's.
     """
-    from .data import BINARIZE_MODES
+    from .data import BINARIZE_MODES, dataset_image_shape
 
     _canonical_dataset(config.dataset)
+    if input_dim is None:
+        input_dim = int(np.prod(dataset_image_shape(config.dataset)))
+    _data_options(config)  # celeba: --attributes, --label-fraction, --binarize none
     if config.binarize not in BINARIZE_MODES:
         raise ValueError(f"--binarize must be one of {', '.join(BINARIZE_MODES)}")
     for field in ("epochs", "batch_size", "eval_samples", "log_every"):
@@ -298,10 +309,39 @@ def check_config(config: TrainConfig, input_dim: int = 784):
 
 def _model_options(config: TrainConfig) -> dict:
     """Model options that only some models take (``--pairwise``, ``--graph``: structured)."""
-    names = ("pairwise", "graph", "kl")
-    opts = {k: getattr(config, k) for k in names if getattr(config, k) is not None}
-    if opts and config.model != "structured":
-        raise ValueError(f"--{' / --'.join(opts)} only apply to --model structured")
+    opts = {k: getattr(config, k) for k in ("pairwise", "graph") if getattr(config, k) is not None}
+    if opts and config.model not in ("structured", "celeba"):
+        raise ValueError(f"--{' / --'.join(opts)} only apply to --model structured or celeba")
+    if config.kl is not None:
+        if config.model != "structured":
+            raise ValueError("--kl only applies to --model structured")
+        opts["kl"] = config.kl
+    if config.model == "celeba":
+        opts["attributes"] = config.attributes
+    return opts
+
+
+def _data_options(config: TrainConfig) -> dict:
+    """Dataset options (``--attributes``, ``--label-fraction``: celeba only), checked."""
+    opts = {
+        k: getattr(config, k)
+        for k in ("attributes", "label_fraction")
+        if getattr(config, k) is not None
+    }
+    if _canonical_dataset(config.dataset) != "celeba":
+        if opts:
+            flags = " / --".join(k.replace("_", "-") for k in opts)
+            raise ValueError(f"--{flags} only apply to --dataset celeba")
+        return opts
+    from .celeba import check_label_fraction, parse_attributes
+
+    parse_attributes(opts.get("attributes"))
+    check_label_fraction(opts.get("label_fraction", 1.0))
+    if config.binarize != "none":
+        raise ValueError(
+            "--dataset celeba models colour intensities in [0, 1]: pass --binarize none "
+            f"(got --binarize {config.binarize})"
+        )
     return opts
 
 
@@ -453,6 +493,8 @@ _ARTIFACTS = (
     "best_reconstructions.png",
     "best_samples.png",
     "curves.png",
+    "attribute_grid.png",
+    "best_attribute_grid.png",
 )
 
 
@@ -553,6 +595,10 @@ def _save_images(model, fixed_x, image_shape, out: Path, prefix: str, seed: int,
         save_image(
             samples.float().view(shape).cpu(), out / f"{prefix}samples.png", nrow=8, pad_value=0.5
         )
+        if hasattr(model, "attribute_grid"):  # the celeba model: attributes switched off / on
+            from .grids import save_attribute_grid
+
+            save_attribute_grid(model, fixed_x[:8], out / f"{prefix}attribute_grid.png")
     finally:
         model.train(was_training)
 
@@ -607,6 +653,7 @@ def _load_data(config: TrainConfig):
         download=config.download,
         binarize=config.binarize,
         split_seed=config.split_seed,
+        **_data_options(config),
     )
 
 

@@ -593,7 +593,14 @@ def test_image_dataset_indexing():
 
 
 def test_argument_checks(tmp_path):
-    assert DATASETS == ("mnist-sample", "mnist", "fashion-mnist", "omniglot", "binarized-mnist")
+    assert DATASETS == (
+        "mnist-sample",
+        "mnist",
+        "fashion-mnist",
+        "omniglot",
+        "binarized-mnist",
+        "celeba",
+    )
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("cifar10")
     with pytest.raises(ValueError, match="binarize"):

@@ -118,7 +118,7 @@ def test_train_reports_kl_kind_and_bound(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["kl_kind"] == saved["kl_kind"] == "factorised-approx"
     assert saved["test_loss_is_bound"] is False
-    with pytest.raises(ValueError, match="only apply to --model structured"):
+    with pytest.raises(ValueError, match="only applies to --model structured"):
         train(TrainConfig(kl="exact", max_steps=1, out=str(tmp_path / "r2"), quiet=True))
 
 

@@ -13,10 +13,12 @@ from torch import nn
 
 from ..registry import Registry
 from .categorical import CategoricalVAE, parse_latent
+from .celeba import AttributeVAE
 from .mlp import mlp
 from .structured import StructuredVAE, parse_binary_latent
 
 __all__ = [
+    "AttributeVAE",
     "mlp",
     "CategoricalVAE",
     "StructuredVAE",
@@ -33,6 +35,7 @@ MODELS: Registry[nn.Module] = Registry(
 )
 MODELS.add("categorical", CategoricalVAE.from_spec)
 MODELS.add("structured", StructuredVAE.from_spec)
+MODELS.add("celeba", AttributeVAE.from_spec)
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: bool = False):
@@ -48,7 +51,8 @@ def build_model(name: str, latent: str | int | None = None, **kw) -> nn.Module:
     """Build the registered model ``name`` with latent spec ``latent``.
 
     ``"categorical"``: ``"NxK"``; ``"structured"``: ``N`` (int or str) binary latents, options
-    ``pairwise=``, ``graph=``, ``solver=`` (see :class:`StructuredVAE`).
+    ``pairwise=``, ``graph=``, ``solver=`` (see :class:`StructuredVAE`); ``"celeba"``: the
+    style-code size, options ``attributes=``, ``pairwise=``, ``graph=`` (:class:`AttributeVAE`).
     """
     if latent is not None:
         kw["latent"] = latent

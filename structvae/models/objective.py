@@ -6,7 +6,7 @@ import torch
 
 from ..estimators.base import Estimator
 
-__all__ = ["elbo_objective", "EncoderParams"]
+__all__ = ["elbo_objective", "estimator_objective", "EncoderParams"]
 
 
 def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
@@ -20,6 +20,12 @@ def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[
     started = estimator.begin(potentials, **kw)  # direct: z* may be solving on a thread pool
     kl = model.kl(potentials)  # ... while the KL is computed here
     res = estimator.finish(started, model.loss_fn(x))
+    return estimator_objective(res, kl)
+
+
+def estimator_objective(res, kl: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """``res.surrogate + kl.mean()`` and the statistics of :func:`elbo_objective`, from an
+    :class:`~structvae.estimators.EstimatorResult` and the per-row KL ``[B]``."""
     total = res.surrogate + kl.mean()
     recon = res.loss.detach().float().mean()
     klm = kl.detach().float().mean()

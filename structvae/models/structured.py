@@ -41,15 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..estimators.base import Estimator
-from ..gibbs import binary_gibbs_kl
-from ..graphs import is_forest, make_edges
-from ..gumbel import sample_gumbel
 from ..potentials import Potentials
-from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
-from ..solvers.auto import auto_solver_name
-from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
+from ..solvers import Solver
 from .mlp import mlp
 from .objective import EncoderParams, elbo_objective
+from .pairwise import EXACT_KL_MAX_VARS, KL_CHOICES, PAIRWISE_FAMILIES, PairwiseBinaryLatents
 
 __all__ = [
     "StructuredVAE",
@@ -58,12 +54,6 @@ __all__ = [
     "KL_CHOICES",
     "EXACT_KL_MAX_VARS",
 ]
-
-PAIRWISE_FAMILIES = ("supermodular", "general", "none")
-KL_CHOICES = ("auto", "exact", "factorised")
-
-EXACT_KL_MAX_VARS = 20
-"""Up to this many latents (without a forest) the Gibbs KL is computed by enumeration."""
 
 _LATENT = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
 
@@ -91,11 +81,7 @@ def parse_binary_latent(spec: int | str) -> int:
     return n
 
 
-def _solver_name(solver: str | Solver) -> str:
-    return solver if isinstance(solver, str) else getattr(solver, "name", type(solver).__name__)
-
-
-class StructuredVAE(EncoderParams, nn.Module):
+class StructuredVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
     """``n`` binary latents with unary and pairwise potentials (the paper's structured VAE).
 
     Encoder ``input_dim → hidden… → n + E`` (``n`` unary scores θ_i and ``E`` raw couplings, one
@@ -142,96 +128,17 @@ class StructuredVAE(EncoderParams, nn.Module):
         kl: str = "auto",
     ) -> None:
         super().__init__()
-        self.num_latents = parse_binary_latent(int(num_latents))
-        if pairwise not in PAIRWISE_FAMILIES:
-            raise ValueError(f"pairwise must be one of {PAIRWISE_FAMILIES}, got {pairwise!r}")
-        self.pairwise = pairwise
-        n = self.num_latents
-        edges = make_edges(None if pairwise == "none" else graph, n)
-        if edges.numel():
-            edges = Potentials(torch.zeros(1, n, 2), edges, torch.zeros(1, len(edges), 2, 2)).edges
-        self.register_buffer("edges", edges.long(), persistent=False)
-        self.graph_name = graph if isinstance(graph, str) or graph is None else type(graph).__name__
+        n = parse_binary_latent(int(num_latents))
+        self._init_pairwise(n, pairwise, graph, solver, exact_kl_max_vars, kl)
         self.hidden = tuple(int(h) for h in hidden)
         self.input_dim = int(input_dim)
-        self.exact_kl_max_vars = int(exact_kl_max_vars)
         self.encoder = mlp([self.input_dim, *self.hidden, n + self.num_edges], activation)
         self.decoder = mlp([2 * n, *reversed(self.hidden), self.input_dim], activation)
-        self._forest = is_forest(self.edges.cpu(), n)
-        if kl not in KL_CHOICES:
-            raise ValueError(f"kl must be one of {KL_CHOICES}, got {kl!r}")
-        tractable = self.num_edges == 0 or self._forest or n <= self.exact_kl_max_vars
-        if kl == "exact" and not tractable:
-            raise ValueError(
-                f"kl='exact' needs the Gibbs log-partition of {n} coupled binary latents, i.e. "
-                f"enumerating 2^{n} assignments, above exact_kl_max_vars={self.exact_kl_max_vars} "
-                "on a graph with cycles; use kl='auto' or 'factorised', or a forest graph"
-            )
-        exact = self.num_edges == 0 or (tractable and kl != "factorised")
-        self.kl_kind = "exact-gibbs" if exact else "factorised-approx"
-        self.solver = get_solver(self.default_solver if solver is None else solver)
-        self.check_solver(self.solver)
 
     @classmethod
     def from_spec(cls, latent: int | str = 15, **kw) -> StructuredVAE:
         """Build from a latent spec: ``15``, ``"15"`` or ``"15x2"`` binary latents."""
         return cls(num_latents=parse_binary_latent(latent), **kw)
-
-    # ------------------------------------------------------------ structure
-    @property
-    def num_edges(self) -> int:
-        return int(self.edges.shape[0])
-
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        return self.num_latents, 2
-
-    @property
-    def default_solver(self) -> str:
-        """``graphcut`` for supermodular couplings, the structural choice
-        (:func:`~structvae.solvers.auto.auto_solver_name`: tree / exact / ilp) for general ones,
-        ``independent`` without edges."""
-        if self.num_edges == 0:
-            return "independent"
-        if self.pairwise == "supermodular":
-            return "graphcut"
-        return auto_solver_name(self.num_latents, 2, self.edges)
-
-    def check_solver(self, solver: str | Solver) -> None:
-        """Raise ``ValueError`` (before any training) when ``solver`` cannot maximise this model's
-        potentials exactly: graph cut on general couplings (possibly negative: not
-        supermodular), ``independent`` with edges, ``tree`` on a graph with a cycle,
-        ``exact`` above its enumeration limit. Custom solvers are not second-guessed."""
-        name = _solver_name(solver)
-        if isinstance(solver, str):
-            solver = get_solver(solver)  # unknown names raise, listing the available ones
-        n, E = self.num_latents, self.num_edges
-        where = f"the structured model (pairwise={self.pairwise!r}, n={n}, {E} edges)"
-        if E == 0:
-            return
-        if name == "graphcut" and self.pairwise != "supermodular":
-            raise ValueError(
-                f"solver 'graphcut' needs supermodular couplings (theta_ij >= 0), but {where} has "
-                "couplings of any sign; use pairwise='supermodular' (softplus couplings) or a "
-                f"solver for general potentials (default here: {self.default_solver!r})"
-            )
-        if name == "independent":
-            raise ValueError(
-                f"solver 'independent' ignores pairwise terms, but {where} has edges; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "tree" and not self._forest:
-            raise ValueError(
-                f"solver 'tree' needs a forest, but the graph of {where} has a cycle; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "exact":
-            limit = getattr(solver, "max_assignments", DEFAULT_MAX_ASSIGNMENTS)
-            if 2**n > limit:
-                raise ValueError(
-                    f"solver 'exact' enumerates 2^{n} assignments for {where}, above its limit "
-                    f"{limit}; use {self.default_solver!r}"
-                )
 
     def extra_repr(self) -> str:
         return (
@@ -241,17 +148,11 @@ class StructuredVAE(EncoderParams, nn.Module):
         )
 
     # ------------------------------------------------------------ the model
-    def couplings(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw encoder outputs ``[B, E]`` -> couplings θ_ij (softplus for supermodular)."""
-        return F.softplus(raw) if self.pairwise == "supermodular" else raw
-
     def encode(self, x: torch.Tensor) -> Potentials:
         """``x [B, D]`` -> binary-form potentials (K = 2, the module's edges and device)."""
         out = self.encoder(x.flatten(1).to(self._dtype))
         n = self.num_latents
-        theta = out[:, :n]
-        coupling = self.couplings(out[:, n:]) if self.num_edges else None
-        return Potentials.binary(theta, self.edges if self.num_edges else None, coupling)
+        return self.binary_potentials(out[:, :n], out[:, n:])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` float ``[..., n, 2]`` (one-hot or relaxed) -> Bernoulli logits ``[..., D]``."""
@@ -271,66 +172,16 @@ class StructuredVAE(EncoderParams, nn.Module):
 
         return fn
 
-    # ------------------------------------------------------------------ KL
-    def kl(self, potentials: Potentials) -> torch.Tensor:
-        """``[B]``: ``KL(q || uniform)`` for the Gibbs ``q(z) ∝ exp h(z)`` (``kl_kind ==
-        "exact-gibbs"``: no edges — closed form; a forest — sum-product, with the marginals
-        from autograd of log Z; ``n ≤ exact_kl_max_vars`` — enumeration), else the KL of the
-        factorised Bernoulli(sigmoid(θ_i)) distribution that ignores the couplings
-        (``"factorised-approx"``, the paper's approximation). Differentiable.
-
-        This is the Gibbs KL, not the KL of the perturb-max distribution that samples are drawn
-        from; see the module docstring for why ``recon + kl`` is then not a bound."""
-        if not potentials.has_edges or self.kl_kind == "factorised-approx":
-            return self._factorised_kl(potentials)
-        if self._forest:
-            return self._forest_kl(potentials)
-        return binary_gibbs_kl(potentials)  # split enumeration of the 2^n assignments
-
-    @staticmethod
-    def _factorised_kl(p: Potentials) -> torch.Tensor:
-        logq = torch.log_softmax(p.unary, -1)
-        return (logq.exp() * logq).sum((-1, -2)) + p.num_vars * math.log(2)
-
-    @staticmethod
-    def _forest_kl(p: Potentials) -> torch.Tensor:
-        outer_grad = torch.is_grad_enabled() and (p.unary.requires_grad or p.pairwise.requires_grad)
-        with torch.enable_grad():
-            # a table without a graph (evaluation, or a detached input) becomes a fresh leaf so
-            # that its marginals still come out of autograd; both terms enter E_q[h]
-            u, pw = (
-                t if t.requires_grad else t.detach().requires_grad_() for t in (p.unary, p.pairwise)
-            )
-            log_z = tree_log_partition(Potentials(u, p.edges, pw, validate=False))
-            mu_u, mu_pw = torch.autograd.grad(log_z.sum(), (u, pw), create_graph=outer_grad)
-            expected_h = (mu_u * u).flatten(1).sum(1) + (mu_pw * pw).flatten(1).sum(1)
-            kl = expected_h - log_z + p.num_vars * math.log(2)
-        return kl if outer_grad else kl.detach()
-
     def objective(self, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
         """Estimator surrogate + mean KL (what the trainer back-propagates), and statistics
         ``loss = recon + kl``, ``recon``, ``kl`` (detached means) plus the estimator's numbers.
 
         An estimator with a ``solver`` attribute left at ``None`` is given this model's solver;
         its solver is checked with :meth:`check_solver` first."""
-        if hasattr(estimator, "solver"):
-            if estimator.solver is None:
-                estimator.solver = self.solver
-            if getattr(self, "_checked_solver", None) is not estimator.solver:
-                self.check_solver(estimator.solver)
-                self._checked_solver = estimator.solver
+        self.use_model_solver(estimator)
         return elbo_objective(self, x, estimator, **kw)
 
     # --------------------------------------------------------- evaluation
-    def _one_hot(self, z: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(z, 2).to(self._dtype)
-
-    def perturb_max(self, potentials: Potentials, generator=None) -> torch.Tensor:
-        """One perturb-max sample ``argmax h + γ`` (Gumbel on the unaries): long ``[B, n]``."""
-        p = potentials.detach()
-        g = sample_gumbel(p.unary.shape, device=p.device, dtype=p.dtype, generator=generator)
-        return self.solver(p.perturb(g))
-
     @torch.no_grad()
     def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """The paper's test loss: BCE at one perturb-max sample plus :meth:`kl`; each ``[B]``.
@@ -342,17 +193,6 @@ class StructuredVAE(EncoderParams, nn.Module):
         recon = self.loss_fn(x)(self._one_hot(z)[:, None])[:, 0]
         kl = self.kl(potentials)
         return {"loss": recon + kl, "recon": recon, "kl": kl}
-
-    @property
-    def loss_is_bound(self) -> bool:
-        """Whether :meth:`one_sample_loss` estimates an upper bound on −log p(x): only without
-        edges (with edges the sample is perturb-max, not Gibbs; see the module docstring)."""
-        return self.num_edges == 0
-
-    @property
-    def iwae_available(self) -> bool:
-        """Whether :meth:`iwae_nll` can sample and score the Gibbs q exactly."""
-        return self.num_edges == 0 or self.num_latents <= self.exact_kl_max_vars
 
     @torch.no_grad()
     def iwae_nll(
@@ -384,18 +224,7 @@ class StructuredVAE(EncoderParams, nn.Module):
         B, n = x.shape[0], self.num_latents
         loss = self.loss_fn(x)
         log_prior = -n * math.log(2)
-        if potentials.has_edges:
-            s = enumerate_scores(potentials).to(ft)
-            logq_all = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
-            idx = torch.multinomial(logq_all.exp(), samples, replacement=True, generator=generator)
-            log_q_all = logq_all.gather(1, idx)  # [B, S]
-            z_all = all_assignments(n, 2, device=x.device)[idx]  # [B, S, n]
-        else:
-            table = torch.log_softmax(potentials.unary.to(ft), -1)  # [B, n, 2]
-            g = sample_gumbel((B, samples, n, 2), device=x.device, dtype=ft, generator=generator)
-            z_all = (table[:, None] + g).argmax(-1)
-            log_q_all = table[:, None].expand(B, samples, n, 2).gather(-1, z_all[..., None])
-            log_q_all = log_q_all.squeeze(-1).sum(-1)
+        z_all, log_q_all = self.proposal_samples(potentials, samples, generator, ft)
         step = max(1, int(chunk_rows) // max(B, 1))
         parts = []
         for start in range(0, samples, step):
