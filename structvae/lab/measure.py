@@ -113,18 +113,24 @@ def expand_specs(
     return out
 
 
-def build_lab_estimator(spec: str, state: dict | None = None) -> tuple[Estimator, str]:
+def build_lab_estimator(
+    spec: str, state: dict | None = None, latent_shape: tuple[int, int] | None = None
+) -> tuple[Estimator, str]:
     """The estimator of ``spec`` and a note for the table (learned parts, loaded state).
 
-    An estimator that is an ``nn.Module`` (a learned baseline or bridge) runs as built, its
-    learned parts at their initialisation, unless ``state`` (its ``state_dict`` from a training
-    checkpoint of the same estimator) is given.
+    Estimators with a ``setup(n, K)`` hook (networks sized by the latents) are set up for
+    ``latent_shape`` first, as the training loop does. An estimator that is an ``nn.Module`` with
+    parameters (a learned baseline, control variate or bridge) runs as built, its learned parts
+    at their initialisation, unless ``state`` (its ``state_dict`` from a training checkpoint of
+    the same estimator) is given.
     """
     name, opts = parse_estimator_spec(spec)
     try:
         est = get_estimator(name, **opts)
     except TypeError as e:
         raise ValueError(f"estimator spec {spec!r}: {e}") from None
+    if latent_shape is not None and callable(getattr(est, "setup", None)):
+        est.setup(*latent_shape)
     note = ""
     if isinstance(est, nn.Module) and any(True for _ in est.parameters()):
         if state is not None:
@@ -157,6 +163,7 @@ def measure_point(
     seed: int = 0,
     max_assignments: int = 4096,
     timing_repeats: int = 3,
+    warmup: int = 5,
     max_rows: int = 2000,
     estimator_state: dict[str, dict] | None = None,
     extra: dict | None = None,
@@ -170,6 +177,10 @@ def measure_point(
     has them, :data:`METRICS`, ``time_s`` (median seconds per estimate on the batch),
     ``expected_loss`` (mean E_q[L]), ``repeats``, ``batch`` and ``note``: an estimator that refuses
     the latent shape, or fails, gets a row with a note and no metrics instead of an error.
+
+    Each estimator is first called ``warmup`` times on the batch (estimates discarded), so that
+    running statistics (moving-average baselines, NVIL's centring) start from the batch's scale
+    rather than from their initial values; they keep updating while the R estimates are drawn.
     """
     model.eval()
     x = x.to(next(model.parameters()).device)
@@ -191,7 +202,7 @@ def measure_point(
         name, opts = parse_estimator_spec(spec)
         row = dict(base, spec=spec, estimator=name, repeats=repeats, wrt="potentials")
         try:
-            est, note = build_lab_estimator(spec, (estimator_state or {}).get(name))
+            est, note = build_lab_estimator(spec, (estimator_state or {}).get(name), (n, K))
             if isinstance(est, nn.Module):
                 est.to(x.device)
             row.update({k: _current(est, k, opts) for k in SWEPT})
@@ -202,6 +213,8 @@ def measure_point(
             continue
         try:
             torch.manual_seed(seed)
+            if warmup > 0:
+                sample_gradients(est, theta, lambda c: loss_fn, max(2, warmup), mode="loop")
             samples = sample_gradients(
                 est,
                 theta,

@@ -58,6 +58,7 @@ class LabConfig:
     train_dir: str = "runs/gradients"
     max_assignments: int = 4096
     timing_repeats: int = 3
+    warmup: int = 5
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -139,6 +140,7 @@ def run_lab(config: LabConfig) -> list[dict]:
             seed=config.seed,
             max_assignments=config.max_assignments,
             timing_repeats=config.timing_repeats,
+            warmup=config.warmup,
             estimator_state={k: v for k, v in states.items() if v is not None},
             extra=dict(config.extra, **extra),
             quiet=config.quiet,
@@ -189,6 +191,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-dir", default=d.train_dir, help="where the training runs go")
     p.add_argument("--max-assignments", type=int, default=d.max_assignments)
     p.add_argument("--timing-repeats", type=int, default=d.timing_repeats)
+    p.add_argument(
+        "--warmup", type=int, default=d.warmup,
+        help="estimator calls discarded before measuring (running baselines settle)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true")
 
 
