@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Decoder rows (batch rows × repeats) per estimator call in :func:`sample_gradients`.
-DEFAULT_MAX_ROWS = 2000
+DEFAULT_MAX_ROWS = 500
 
 
 def fixed_loss(loss_fn: LossFn) -> LossFn:

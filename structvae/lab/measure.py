@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -164,7 +165,7 @@ def measure_point(
     max_assignments: int = 4096,
     timing_repeats: int = 3,
     warmup: int = 5,
-    max_rows: int = 2000,
+    max_rows: int = 500,
     estimator_state: dict[str, dict] | None = None,
     extra: dict | None = None,
     quiet: bool = True,
@@ -181,9 +182,34 @@ def measure_point(
     Each estimator is first called ``warmup`` times on the batch (estimates discarded), so that
     running statistics (moving-average baselines, NVIL's centring) start from the batch's scale
     rather than from their initial values; they keep updating while the R estimates are drawn.
+    The decoder's parameters are frozen meanwhile (only gradients w.r.t. θ are measured, so no
+    decoder-parameter graph is built; relaxed estimators still differentiate through z), and
+    ``time_s`` excludes the decoder-parameter gradient a training step would also compute.
     """
     model.eval()
     x = x.to(next(model.parameters()).device)
+    with frozen(model.decoder):
+        return _measure(model, x, specs, repeats, mode, params, seed, max_assignments,
+                        timing_repeats, warmup, max_rows, estimator_state or {}, extra or {},
+                        quiet)  # fmt: skip
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Parameters of ``module`` do not require gradients inside the block."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _measure(model, x, specs, repeats, mode, params, seed, max_assignments, timing_repeats,
+             warmup, max_rows, estimator_state, extra, quiet) -> list[dict]:  # fmt: skip
+    """The body of :func:`measure_point` (arguments as there)."""
     with torch.enable_grad():
         pot_graph = model.encode(x)
     theta = pot_graph.unary
@@ -192,7 +218,7 @@ def measure_point(
     g, expected = exact_gradient(theta, loss_fn, max_assignments)
     enc_params = [p for p in model.encoder.parameters()] if params else []
     g_enc = encoder_gradients(theta, enc_params, g[None])[0] if params else None
-    base = dict(extra or {})
+    base = dict(extra)
     base.update(
         {"latent": f"{n}x{K}", "n": n, "K": K, "batch": B, "expected_loss": float(expected.mean())}
     )
@@ -202,7 +228,7 @@ def measure_point(
         name, opts = parse_estimator_spec(spec)
         row = dict(base, spec=spec, estimator=name, repeats=repeats, wrt="potentials")
         try:
-            est, note = build_lab_estimator(spec, (estimator_state or {}).get(name), (n, K))
+            est, note = build_lab_estimator(spec, estimator_state.get(name), (n, K))
             if isinstance(est, nn.Module):
                 est.to(x.device)
             row.update({k: _current(est, k, opts) for k in SWEPT})
