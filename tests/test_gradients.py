@@ -201,7 +201,8 @@ def test_lab_writes_table_and_plots(tmp_path):
             out=str(out),
             train_dir=str(tmp_path / "runs"),
             quiet=True,
-        )
+        ),
+        data=tiny_batch(4, D=784),
     )
     assert len(rows) == 2 * 5
     for name in ("gradients.csv", "gradients.md", "config.json"):

@@ -138,7 +138,7 @@ def plot_bias_variance(rows: Sequence[dict], path: Path, floor: float = 1e-6) ->
             ylabel="bias  ‖Eĝ − g‖ / ‖g‖ (debiased)",
             title=f"{latent}, {point}",
         )
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"bias vs variance (values below {floor:g} drawn at {floor:g}; labels: ε or τ)")
     fig.tight_layout()
@@ -179,7 +179,7 @@ def plot_sweeps(rows: Sequence[dict], path: Path) -> None:
             ax.set(xscale="log", xlabel="ε" if key == "eps" else "τ", ylabel=label)
             if metric.endswith("_rel") and metric != "ei_rel":
                 ax.set_yscale("log")
-            ax.grid(alpha=0.3, which="both")
+            ax.grid(alpha=0.3)
         axes[0][j].legend(fontsize=6)
         axes[0][j].set_title(f"sweep over {'ε' if key == 'eps' else 'τ'}")
     fig.tight_layout()
@@ -210,7 +210,7 @@ def plot_latent_sweep(rows: Sequence[dict], path: Path) -> None:
         ax.set(xscale="log", xlabel="assignments K^n", ylabel=label)
         if metric.endswith("_rel") and metric != "ei_rel":
             ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from ..models import available_models
 from ..train import TrainConfig, _fixed_images, _load_data
@@ -116,14 +116,21 @@ def _points(config: LabConfig, input_dim: int):
             yield {"point": f"epoch {e}", "epoch": e}, model, {tcfg.estimator: state}
 
 
-def run_lab(config: LabConfig) -> list[dict]:
+def run_lab(config: LabConfig, data: torch.Tensor | None = None) -> list[dict]:
     """Measure every estimator at every point; write ``gradients.csv``, ``gradients.md``,
-    ``config.json`` and the plots into ``config.out``. Returns the rows."""
+    ``config.json`` and the plots into ``config.out``. Returns the rows.
+
+    The batch is ``config.batch`` validation images of ``config.dataset`` spread evenly over
+    the split (the training loop's fixed images), or ``data`` ``[B, D]`` when given.
+    """
     specs = _check(config)
-    splits = _load_data(TrainConfig(dataset=config.dataset, data_root=config.data_root,
-                                    binarize=config.binarize))  # fmt: skip
-    input_dim = int(np.prod(splits.image_shape))
-    x = _fixed_images(splits.val, config.batch, config.seed)
+    if data is None:
+        splits = _load_data(TrainConfig(dataset=config.dataset, data_root=config.data_root,
+                                        binarize=config.binarize))  # fmt: skip
+        x = _fixed_images(splits.val, config.batch, config.seed)
+    else:
+        x = torch.as_tensor(data).flatten(1).float()
+    input_dim = x.shape[1]
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
