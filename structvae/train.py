@@ -669,6 +669,8 @@ def train(config: TrainConfig) -> dict:
     model = build_model(
         config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
     ).to(device)
+    if hasattr(estimator, "setup"):  # estimators with networks sized by the latents
+        estimator.setup(*model.latent_shape)
     if isinstance(estimator, nn.Module):
         estimator.to(device)
     params = list(model.parameters())

@@ -1,5 +1,7 @@
 """Gradient estimators behind one protocol: ``est(potentials, loss_fn) -> EstimatorResult``."""
 
+# baseline estimators (issue 6)
+from .arm import ARMEstimator
 from .base import (
     Estimator,
     EstimatorResult,
@@ -9,10 +11,21 @@ from .base import (
     one_hot,
     register_estimator,
 )
+from .common import ModuleEstimator
+from .dab import DABEstimator
 from .direct import DirectEstimator, coordinate_candidates
 from .exact import ExactEstimator
 from .gumbel_softmax import GumbelSoftmaxEstimator
+from .muprop import MuPropEstimator
+from .rebar import RebarEstimator, RelaxEstimator
+from .reinforce import LeaveOneOutReinforceEstimator, NVILEstimator, ReinforceEstimator
 from .schedules import Constant, ExponentialDecay, Schedule, paper_eps, paper_temperature
+from .straight_through import (
+    DeterministicSTEstimator,
+    IdentitySTEstimator,
+    NoiseSTEstimator,
+    StraightThroughGumbelSoftmax,
+)
 
 __all__ = [
     "Estimator",
@@ -31,4 +44,17 @@ __all__ = [
     "ExponentialDecay",
     "paper_eps",
     "paper_temperature",
+    "ModuleEstimator",
+    "ReinforceEstimator",
+    "NVILEstimator",
+    "LeaveOneOutReinforceEstimator",
+    "MuPropEstimator",
+    "RebarEstimator",
+    "RelaxEstimator",
+    "ARMEstimator",
+    "IdentitySTEstimator",
+    "NoiseSTEstimator",
+    "DeterministicSTEstimator",
+    "StraightThroughGumbelSoftmax",
+    "DABEstimator",
 ]
