@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .measure import METRICS, SWEPT, is_missing, parse_estimator_spec
 
-__all__ = ["FIELDS", "write_csv", "markdown_table", "write_plots", "family"]
+__all__ = ["FIELDS", "write_csv", "read_csv", "markdown_table", "write_plots", "family"]
 
 FIELDS = (
     "point",
@@ -44,6 +44,25 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: "" if is_missing(r.get(k)) else r.get(k) for k in FIELDS})
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a ``gradients.csv`` with numbers parsed (empty cells become ``None``)."""
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row = {}
+            for k, v in r.items():
+                if v == "" and k != "note":
+                    row[k] = None
+                elif k in ("n", "K", "batch", "repeats"):
+                    row[k] = int(v)
+                elif k in (*METRICS, "eps", "temperature", "time_s", "expected_loss"):
+                    row[k] = float(v)
+                else:
+                    row[k] = v
+            rows.append(row)
+    return rows
 
 
 def _fmt(v, spec: str = ".3g") -> str:
@@ -118,6 +137,10 @@ def plot_bias_variance(rows: Sequence[dict], path: Path, floor: float = 1e-6) ->
     if not keys:
         return
     plt, fig, axes = _panels(len(keys))
+    all_fams = list(dict.fromkeys(family(r["spec"]) for r in rows if _ok(r)))
+    cmap = plt.get_cmap("tab20")
+    markers = "osD^v<>ph*"
+    legend = {}
     for ax, (latent, point) in zip(axes, keys, strict=False):
         fams: dict[str, list[dict]] = {}
         for r in rows:
@@ -126,7 +149,10 @@ def plot_bias_variance(rows: Sequence[dict], path: Path, floor: float = 1e-6) ->
         for fam, rs in fams.items():
             xs = [max(r["variance_rel"], floor) for r in rs]
             ys = [max(r["bias_debiased"] / r["grad_norm"], floor) for r in rs]
-            ax.plot(xs, ys, marker="o", label=fam, linestyle="-" if len(rs) > 1 else "none")
+            i = all_fams.index(fam)
+            (line,) = ax.plot(xs, ys, marker=markers[i % len(markers)], color=cmap(i % 20),
+                              label=fam, linestyle="-" if len(rs) > 1 else "none")  # fmt: skip
+            legend.setdefault(fam, line)
             for r, xv, yv in zip(rs, xs, ys, strict=True):
                 val = next((r[k] for k in SWEPT if not is_missing(r.get(k))), None)
                 if len(rs) > 1 and val is not None:
@@ -139,10 +165,10 @@ def plot_bias_variance(rows: Sequence[dict], path: Path, floor: float = 1e-6) ->
             title=f"{latent}, {point}",
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(f"bias vs variance (values below {floor:g} drawn at {floor:g}; labels: ε or τ)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -150,9 +176,17 @@ _TEXT = {"textcoords": "offset points"}
 _SWEEP_METRICS = (
     ("cosine", "mean cosine to g"),
     ("ei_rel", "expected improvement / ‖g‖ (−1 best)"),
-    ("bias_rel", "‖Eĝ − g‖ / ‖g‖"),
+    ("debiased_rel", "bias ‖Eĝ − g‖ / ‖g‖ (debiased)"),
     ("variance_rel", "tr Cov / ‖g‖²"),
 )
+_LOG_METRICS = ("debiased_rel", "variance_rel")
+_STYLES = ("-", "--", ":", "-.")
+
+
+def _metric(r: dict, key: str) -> float:
+    if key == "debiased_rel":
+        return r["bias_debiased"] / r["grad_norm"] if r["grad_norm"] else math.nan
+    return r[key]
 
 
 def plot_sweeps(rows: Sequence[dict], path: Path) -> None:
@@ -171,14 +205,17 @@ def plot_sweeps(rows: Sequence[dict], path: Path) -> None:
         for r in rows:
             if _ok(r) and not is_missing(r.get(key)):
                 lines.setdefault(f"{family(r['spec'])} {r['latent']} {r['point']}", []).append(r)
+        fams = list(dict.fromkeys(name.split(" ")[0] for name in lines))
         for i, (metric, label) in enumerate(_SWEEP_METRICS):
             ax = axes[i][j]
             for name, rs in lines.items():
                 rs = sorted(rs, key=lambda r: r[key])
-                ax.plot([r[key] for r in rs], [r[metric] for r in rs], marker=".", label=name)
+                style = _STYLES[fams.index(name.split(" ")[0]) % len(_STYLES)]
+                ys = [_metric(r, metric) for r in rs]
+                ax.plot([r[key] for r in rs], ys, style, marker=".", label=name)
             ax.set(xscale="log", xlabel="ε" if key == "eps" else "τ", ylabel=label)
-            if metric.endswith("_rel") and metric != "ei_rel":
-                ax.set_yscale("log")
+            if metric in _LOG_METRICS:
+                ax.set_yscale("symlog", linthresh=1e-3)
             ax.grid(alpha=0.3)
         axes[0][j].legend(fontsize=6)
         axes[0][j].set_title(f"sweep over {'ε' if key == 'eps' else 'τ'}")
@@ -197,23 +234,33 @@ def plot_latent_sweep(rows: Sequence[dict], path: Path) -> None:
     for r in ok:
         first.setdefault(r["latent"], r["point"])
     plt = _plt()
-    fig, axes = plt.subplots(1, len(_SWEEP_METRICS), figsize=(5 * len(_SWEEP_METRICS), 4))
-    lines: dict[str, list[dict]] = {}
+    fig, axes = plt.subplots(1, len(_SWEEP_METRICS), figsize=(5 * len(_SWEEP_METRICS), 4.5))
+    lines: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         if r["point"] == first[r["latent"]]:
             shape = "1xK" if r["n"] == 1 else ("nx2" if r["K"] == 2 else "nxK")
-            lines.setdefault(f"{r['spec']} ({shape})", []).append(r)
+            lines.setdefault((r["spec"], shape), []).append(r)
+    specs = list(dict.fromkeys(spec for spec, _ in lines))
+    cmap = plt.get_cmap("tab20")
     for ax, (metric, label) in zip(axes, _SWEEP_METRICS, strict=True):
-        for name, rs in lines.items():
+        for (spec, shape), rs in lines.items():
             rs = sorted(rs, key=lambda r: r["K"] ** r["n"])
-            ax.plot([r["K"] ** r["n"] for r in rs], [r[metric] for r in rs], marker="o", label=name)
+            style = _STYLES[0] if shape == "1xK" else _STYLES[1]
+            xs = [r["K"] ** r["n"] for r in rs]
+            color = cmap(specs.index(spec) % 20)
+            ys = [_metric(r, metric) for r in rs]
+            ax.plot(xs, ys, style, marker="o", ms=3, color=color, label=spec)
         ax.set(xscale="log", xlabel="assignments K^n", ylabel=label)
-        if metric.endswith("_rel") and metric != "ei_rel":
-            ax.set_yscale("log")
+        if metric in _LOG_METRICS:
+            ax.set_yscale("symlog", linthresh=1e-3)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))  # one entry per spec
+    fig.legend(seen.values(), seen.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               fontsize=7)  # fmt: skip
+    fig.suptitle("latent-size sweep: solid 1xK (one categorical), dashed nx2 (n binary units)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

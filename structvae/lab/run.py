@@ -15,7 +15,7 @@ import torch
 from ..models import available_models
 from ..train import TrainConfig, _fixed_images, _load_data
 from .measure import expand_specs, measure_point
-from .report import markdown_table, write_csv, write_plots
+from .report import markdown_table, read_csv, write_csv, write_plots
 from .trajectory import load_run_model, trajectory_models
 
 __all__ = ["LabConfig", "run_lab", "add_arguments", "main"]
@@ -203,12 +203,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="estimator calls discarded before measuring (running baselines settle)",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--replot", metavar="DIR", default=None,
+        help="only rewrite DIR/gradients.md and the plots from DIR/gradients.csv",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``structvae gradients`` from parsed arguments; returns the exit status."""
     from ..data import DatasetCorruptError, DatasetNotFoundError
 
+    if args.replot:
+        out = Path(args.replot)
+        if not (out / "gradients.csv").is_file():
+            print(f"structvae gradients: error: {out / 'gradients.csv'} not found", file=sys.stderr)
+            return 2
+        rows = read_csv(out / "gradients.csv")
+        (out / "gradients.md").write_text(HEADER + "\n" + markdown_table(rows))
+        write_plots(rows, out)
+        print(f"rewrote {out}/gradients.md and plots", file=sys.stderr)
+        return 0
     names = {f.name for f in dataclasses.fields(LabConfig)}
     config = LabConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
