@@ -155,7 +155,11 @@ def plot_wallclock(jobs: list[dict], specs: list[str], path: Path) -> None:
                 continue
             rows = list(csv.DictReader(open(Path(job["out"]) / "metrics.csv")))
             ax.plot(
-                [float(r["time_s"]) for r in rows], [float(r["val_loss"]) for r in rows], label=spec
+                [float(r["time_s"]) for r in rows],
+                [float(r["val_loss"]) for r in rows],
+                marker=".",  # runs with one or two epochs still show
+                color=plt.get_cmap("tab20")(specs.index(spec) % 20) if len(set(specs)) > 10 else None,
+                label=spec,
             )
         ax.set(
             title=f"{ds} {latent}",

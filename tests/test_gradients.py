@@ -241,6 +241,9 @@ def test_cli_gradients_runs_on_mnist_sample(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| direct:eps=1 | encoder |" in printed and "| exact | potentials |" in printed
     assert (out / "gradients.csv").is_file() and (out / "bias_variance.png").is_file()
+    (out / "gradients.md").unlink()
+    assert main(["gradients", "--replot", str(out)]) == 0  # tables and plots from the CSV
+    assert "| direct:eps=1 | encoder |" in (out / "gradients.md").read_text()
 
 
 def test_cli_gradients_rejects_a_bad_estimator_before_work(tmp_path, capsys):
