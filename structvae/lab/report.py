@@ -216,7 +216,7 @@ def plot_sweeps(rows: Sequence[dict], path: Path) -> None:
             ax.set(xscale="log", xlabel="ε" if key == "eps" else "τ", ylabel=label)
             if metric in _LOG_METRICS:
                 ax.set_yscale("symlog", linthresh=1e-3)
-            ax.set_ylim(bottom=0)
+                ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
         axes[0][j].legend(fontsize=6)
         axes[0][j].set_title(f"sweep over {'ε' if key == 'eps' else 'τ'}")
