@@ -266,3 +266,21 @@ def test_train_stops_at_the_time_budget(tmp_path, monkeypatch):
     assert res["time_s"] >= 4.5 and math.isfinite(res["test_loss"])
     with pytest.raises(ValueError, match="--max-time"):
         train_mod.check_config(TrainConfig(max_time_s=0))
+
+
+def test_compare_estimators_script_writes_table_and_plot(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "compare_estimators.py"
+    spec = importlib.util.spec_from_file_location("compare_estimators", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argv = ["--dataset", "mnist-sample", "--latents", "11x2", "--budget", "0.5"]
+    argv += ["--estimators", "direct:eps=0.5", "exact", "--eval-samples", "1", "--quiet"]
+    md = mod.main([*argv, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert "| 11x2 | direct:eps=0.5 | 0.5 |" in md
+    assert "| 11x2 | exact | – |" in md and "skipped: estimator 'exact'" in md
+    assert (tmp_path / "out" / "wallclock.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="unknown estimator"):
+        mod.main(["--estimators", "bogus", "--out", str(tmp_path / "x")])
