@@ -155,7 +155,13 @@ def plot_wallclock(jobs: list[dict], specs: list[str], path: Path, x: str = "tim
             if (job["dataset"], job["latent"]) != (ds, latent):
                 continue
             rows = list(csv.DictReader(open(Path(job["out"]) / "metrics.csv")))
-            ax.plot([float(r[x]) for r in rows], [float(r["val_loss"]) for r in rows], label=spec)
+            ax.plot(
+                [float(r[x]) for r in rows],
+                [float(r["val_loss"]) for r in rows],
+                marker=".",  # runs with one or two epochs still show
+                color=plt.get_cmap("tab20")(specs.index(spec) % 20) if len(set(specs)) > 10 else None,
+                label=spec,
+            )
         ax.set(
             title=f"{ds} {latent}",
             xlabel="training wall-clock (s)" if x == "time_s" else x,

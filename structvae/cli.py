@@ -106,6 +106,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {d.lr})")
     g.add_argument("--seed", type=int, default=S, help=f"random seed (default {d.seed})")
     g.add_argument("--max-steps", type=int, default=S, help="stop after this many steps in total")
+    g.add_argument(
+        "--max-time",
+        type=float,
+        default=S,
+        dest="max_time_s",
+        help="stop after this many training seconds (the last epoch is cut short and validated)",
+    )
     g = p.add_argument_group("run")
     g.add_argument(
         "--device", default=S, help=f"torch device: cpu, cuda, cuda:1 … (default {d.device})"
@@ -174,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
     sub.add_parser("solvers", help="list the arg-max solvers")
+    from .lab.run import add_arguments as _add_gradients_args
+
+    p = sub.add_parser(
+        "gradients",
+        help="gradient-quality lab: estimators against the exact gradient (docs/gradients.md)",
+        description="Bias, variance, cosine and expected improvement of gradient estimators "
+        "against the exact encoder gradient by enumeration, at points of a training trajectory.",
+    )
+    _add_gradients_args(p)
     sub.add_parser("estimators", help="list the gradient estimators")
     return parser
 
@@ -229,6 +245,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 _RESUME_MAY_CHANGE = {
     "epochs",
     "max_steps",
+    "max_time_s",
     "device",
     "eval_samples",
     "log_every",
@@ -268,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(json.dumps(res, indent=2))
         return 0
+    if args.command == "gradients":
+        from .lab.run import main as gradients_main
+
+        return gradients_main(args)
     if args.command == "solvers":
         from .solvers import available_solvers, get_solver
 

@@ -152,6 +152,9 @@ class TrainConfig:
         overwrite: replace the artifacts of an existing run in ``out`` (else that is an error).
         eval_samples: importance samples of the final IWAE evaluation.
         max_steps: stop after this many optimisation steps in total (for tests and smoke runs).
+        max_time_s: stop once this many training seconds (``time_s``) have been spent, checked
+            before every step; the interrupted epoch is still validated and checkpointed, and the
+            final test evaluation runs as usual (for equal wall-clock budgets across estimators).
         log_every: refresh the progress bar's running loss every this many steps.
         num_workers: accepted for compatibility; the in-memory datasets are read in-process.
         quiet: no progress bars or per-epoch lines.
@@ -194,6 +197,7 @@ class TrainConfig:
     overwrite: bool = False
     eval_samples: int = 100
     max_steps: int | None = None
+    max_time_s: float | None = None
     log_every: int = 10
     num_workers: int = 0
     quiet: bool = False
@@ -289,6 +293,12 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {v!r}")
     if config.max_steps is not None and config.max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {config.max_steps!r}")
+    if config.max_time_s is not None and not (
+        isinstance(config.max_time_s, (int, float)) and config.max_time_s > 0
+    ):
+        raise ValueError(
+            f"--max-time must be a positive number of seconds, got {config.max_time_s!r}"
+        )
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise ValueError(f"--lr must be a positive number, got {config.lr!r}")
     _device(config.device)
@@ -719,6 +729,11 @@ def train(config: TrainConfig) -> dict:
     config.out = str(out)
     ctx, device = distributed.setup(device)  # torchrun: rank 0 evaluates and writes
     config.quiet = config.quiet or not ctx.is_main
+    if ctx.enabled and config.max_time_s is not None:
+        raise ValueError(
+            "--max-time is not supported under torchrun: each process measures its own time and "
+            "they would stop at different steps; use --max-steps or --epochs"
+        )
     log = (lambda msg: None) if config.quiet else tqdm.write
 
     # data and model (the model is rebuilt after seeding so that its initialisation is seeded)
@@ -796,6 +811,7 @@ def train(config: TrainConfig) -> dict:
             f"{len(splits.test)} test) on {device}; run folder {out}"
         )
     stopped = config.max_steps is not None and iteration >= config.max_steps
+    stopped = stopped or (config.max_time_s is not None and elapsed >= config.max_time_s)
     epoch = start_epoch
     restore_sigterm = sigterm_as_interrupt()  # kill (SIGTERM) takes the Ctrl-C path below
     try:
@@ -827,6 +843,10 @@ def train(config: TrainConfig) -> dict:
                 if config.max_steps is not None and iteration >= config.max_steps:
                     stopped = True
                     break
+                if config.max_time_s is not None and count:
+                    if elapsed + time.perf_counter() - t0 >= config.max_time_s:
+                        stopped = True
+                        break
                 global_batch = x.shape[0]
                 part = ctx.shard(x, y)  # this process's slice (the whole batch alone)
                 if part is None:
