@@ -1,6 +1,6 @@
 """structvae: discrete and structured VAEs by direct optimization through arg max."""
 
-from . import estimators, models, solvers
+from . import estimators, lab, models, solvers
 from .errors import NonFiniteError, SolverError
 from .gibbs import binary_gibbs_kl
 from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
@@ -24,6 +24,7 @@ __all__ = [
     "make_edges",
     "solvers",
     "estimators",
+    "lab",
     "models",
     "Solver",
     "get_solver",
