@@ -51,7 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .estimators import available_estimators, get_estimator
-from .estimators.schedules import ExponentialDecay, paper_temperature
+from .estimators.schedules import Constant, ExponentialDecay, paper_temperature
 from .models import build_model
 from .solvers import get_solver
 
@@ -101,11 +101,16 @@ _IDENTITY_FIELDS = (
     "batch_size",
     "lr",
     "seed",
+    "labels",
+    "label_eps",
+    "alpha",
+    "labelled_batch_size",
 )
 
 _EVAL_SEED_OFFSET = 1_000_003  # the evaluation generators' seed is seed + this
 _RECON_IMAGES = 16
 _SAMPLE_IMAGES = 64
+_GRID_STYLES = 10
 
 
 class CheckpointError(RuntimeError):
@@ -114,6 +119,9 @@ class CheckpointError(RuntimeError):
 
 DEFAULT_EPS = 0.1
 """ε₀ that ``structvae train`` uses for direct optimization when ``--eps`` is not given."""
+
+DEFAULT_LABEL_EPS = 0.05
+"""ε of direct's labelled rows (z_ε = label) with ``--labels`` (the reference code's value)."""
 
 
 @dataclass
@@ -146,6 +154,17 @@ class TrainConfig:
         log_every: refresh the progress bar's running loss every this many steps.
         num_workers: accepted for compatibility; the in-memory datasets are read in-process.
         quiet: no progress bars or per-epoch lines.
+        labels: semi-supervised training (models with ``uses_labels``): a balanced subset of
+            this many training images (``labels / K`` per class, drawn by ``seed`` from the
+            training split only) keeps its labels; every step takes one unlabelled batch of
+            ``batch_size`` from the whole training split (labelled images included, ``y = -1``)
+            plus one labelled batch of ``labelled_batch_size`` (default ``batch_size``, at most
+            ``labels``), cycled and re-shuffled (:mod:`structvae.semisup_data`). ``None``:
+            every training label is passed to such models (fully supervised).
+        label_eps: ε of direct's labelled rows (z_ε = label); default 0.05 with ``labels``.
+        alpha: the labelled rows' cross-entropy weight for estimators without label support
+            (the Gumbel-softmax baseline); semisupervised model only.
+        labelled_batch_size: labelled rows per step (see ``labels``).
     """
 
     dataset: str = "mnist-sample"
@@ -174,6 +193,10 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     quiet: bool = False
+    labels: int | None = None
+    label_eps: float | None = None
+    alpha: float | None = None
+    labelled_batch_size: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -192,6 +215,13 @@ def _schedule(start: float, every: int, name: str) -> ExponentialDecay:
     if not math.isfinite(start) or start <= 0:
         raise ValueError(f"--{name} must be a positive number, got {start}")
     return ExponentialDecay(start=start, rate=1e-5, every=every, minimum=min(0.1, start))
+
+
+def _label_eps(value: float) -> Constant:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--label-eps must be a positive number, got {value}")
+    return Constant(value)
 
 
 def _checked_solver(name: str) -> str:
@@ -216,6 +246,7 @@ def build_estimator(config: TrainConfig):
         ("solver", "--solver", _checked_solver),
         ("eps", "--eps", lambda v: _schedule(v, 500, "eps")),
         ("temperature", "--temperature", lambda v: _schedule(v, 1000, "temperature")),
+        ("label_eps", "--label-eps", _label_eps),
     ):
         value = getattr(config, field)
         if value is None:
@@ -227,6 +258,8 @@ def build_estimator(config: TrainConfig):
         options["eps"] = _schedule(DEFAULT_EPS, 500, "eps")
     if "temperature" in params and "temperature" not in options:
         options["temperature"] = paper_temperature()
+    if config.labels is not None and "label_eps" in params and "label_eps" not in options:
+        options["label_eps"] = _label_eps(DEFAULT_LABEL_EPS)
     return get_estimator(name, **options)
 
 
@@ -270,6 +303,15 @@ def check_config(config: TrainConfig, input_dim: int = 784):
         estimator.solver = get_solver(model.default_solver)  # e.g. graphcut for supermodular
     if hasattr(model, "check_solver") and getattr(estimator, "solver", None) is not None:
         model.check_solver(estimator.solver)  # e.g. general couplings with --solver graphcut
+    if config.labels is not None and not getattr(model, "uses_labels", False):
+        raise ValueError(
+            f"--labels needs a model that uses labels (e.g. --model semisupervised); "
+            f"{config.model!r} does not"
+        )
+    for field in ("labels", "labelled_batch_size"):
+        v = getattr(config, field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {v!r}")
     with torch.no_grad():
         potentials = model.encode(torch.zeros(1, input_dim))
     estimator.check(potentials)
@@ -281,6 +323,10 @@ def _model_options(config: TrainConfig) -> dict:
     opts = {k: getattr(config, k) for k in ("pairwise", "graph") if getattr(config, k) is not None}
     if opts and config.model != "structured":
         raise ValueError(f"--{' / --'.join(opts)} only apply to --model structured")
+    if config.alpha is not None:
+        if config.model != "semisupervised":
+            raise ValueError("--alpha only applies to --model semisupervised")
+        opts["alpha"] = config.alpha
     return opts
 
 
@@ -432,6 +478,9 @@ _ARTIFACTS = (
     "best_reconstructions.png",
     "best_samples.png",
     "curves.png",
+    "generation_grid.png",
+    "best_generation_grid.png",
+    "labelled_indices.json",
 )
 
 
@@ -459,15 +508,22 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _metric_fields(history: list[dict]) -> tuple[str, ...]:
+    """``METRIC_FIELDS`` plus the extra keys of the rows (e.g. ``val_accuracy``), in order."""
+    extra = dict.fromkeys(k for row in history for k in row if k not in METRIC_FIELDS)
+    return METRIC_FIELDS + tuple(extra)
+
+
 def _write_metrics(out: Path, history: list[dict]) -> None:
+    fields = _metric_fields(history)
     with open(out / "metrics.jsonl", "w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(METRIC_FIELDS)
+        w.writerow(fields)
         for row in history:
-            w.writerow(["" if row.get(k) is None else row.get(k) for k in METRIC_FIELDS])
+            w.writerow(["" if row.get(k) is None else row.get(k) for k in fields])
 
 
 def _append_metrics(out: Path, row: dict) -> None:
@@ -536,6 +592,28 @@ def _save_images(model, fixed_x, image_shape, out: Path, prefix: str, seed: int,
         model.train(was_training)
 
 
+def _save_generation_grid(model, image_shape, out: Path, prefix: str, seed: int, device) -> None:
+    """``<prefix>generation_grid.png`` from ``model.generation_grid`` (rows: class, columns:
+    style) when the model has one."""
+    fn = getattr(model, "generation_grid", None)
+    if not callable(fn):
+        return
+    from torchvision.utils import save_image
+
+    was_training = model.training
+    model.eval()
+    try:
+        images = fn(_GRID_STYLES, generator=_eval_generator(seed, device))
+        save_image(
+            images.float().view(-1, *image_shape).cpu(),
+            out / f"{prefix}generation_grid.png",
+            nrow=_GRID_STYLES,
+            pad_value=0.5,
+        )
+    finally:
+        model.train(was_training)
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -556,14 +634,19 @@ def _evaluate_model(
     _reset_binarization(dataset, seed)
     gen = _eval_generator(seed, device)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+    label_sums: dict[str, float] = {}
+    label_metrics = getattr(model, "label_metrics", None)
     iwae = 0.0
     count = 0
     try:
-        for x, _ in make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
+        for x, y in make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
             x = x.to(device)
             stats = model.one_sample_loss(x, generator=gen)
             for k in sums:
                 sums[k] += float(stats[k].double().sum())
+            if callable(label_metrics):  # per-row values, e.g. {"accuracy": [B]}
+                for k, v in label_metrics(x, y.to(device)).items():
+                    label_sums[k] = label_sums.get(k, 0.0) + float(v.double().sum())
             if iwae_samples:
                 iwae += float(model.iwae_nll(x, samples=iwae_samples, generator=gen).double().sum())
             count += x.shape[0]
@@ -572,6 +655,7 @@ def _evaluate_model(
     if count == 0:
         raise ValueError("cannot evaluate on an empty dataset split")
     result = {k: v / count for k, v in sums.items()}
+    result["labels"] = {k: v / count for k, v in label_sums.items()}
     if iwae_samples:
         result["iwae_nll"] = iwae / count
     return result
@@ -623,6 +707,7 @@ def evaluate(
     res = _evaluate_model(
         model, getattr(splits, split), dev, config.seed, batch_size, iwae_samples=samples or None
     )
+    res.update(res.pop("labels"))  # label metrics, e.g. accuracy
     res.update(
         {"split": split, "checkpoint": str(run_dir / checkpoint), "epoch": ckpt.get("epoch")}
     )
@@ -632,6 +717,15 @@ def evaluate(
 
 
 # -------------------------------------------------------------------------------- training
+
+
+def _labelled_subset(config: TrainConfig, splits) -> torch.Tensor | None:
+    """With ``config.labels``: the balanced labelled training indices (drawn by ``seed``)."""
+    if config.labels is None:
+        return None
+    from .semisup_data import balanced_label_subset
+
+    return balanced_label_subset(splits.train.y, config.labels, splits.num_classes, config.seed)
 
 
 def _estimator_state(estimator):
@@ -653,6 +747,7 @@ def train(config: TrainConfig) -> dict:
 
     # data and model (the model is rebuilt after seeding so that its initialisation is seeded)
     splits = _load_data(config)
+    labelled = _labelled_subset(config, splits)  # checked before the run folder is touched
     image_shape = tuple(splits.image_shape)
     input_dim = int(np.prod(image_shape))
     _seed_everything(config.seed)
@@ -707,6 +802,12 @@ def train(config: TrainConfig) -> dict:
             (out / name).unlink(missing_ok=True)
         _write_metrics(out, history)
     _write_json(out / "config.json", config.to_dict())
+    if labelled is not None:  # as rows of the training split and of the source file
+        src = getattr(splits.train, "source_index", None)
+        record = {"train_index": labelled.tolist()}
+        if src is not None:
+            record["source_index"] = src[labelled].tolist()
+        _write_json(out / "labelled_indices.json", record)
 
     fixed_x = _fixed_images(splits.val, _RECON_IMAGES, config.seed).to(device)
     kw_labels = bool(getattr(model, "uses_labels", False))
@@ -731,6 +832,16 @@ def train(config: TrainConfig) -> dict:
                 seed=_epoch_seed(config.seed, epoch),
                 drop_last=False,
             )
+            if labelled is not None:  # semi-supervised: unlabelled + labelled batch per step
+                from .semisup_data import MixedBatches
+
+                loader = MixedBatches(
+                    splits.train,
+                    labelled,
+                    config.batch_size,
+                    seed=_epoch_seed(config.seed, epoch),
+                    labelled_batch_size=config.labelled_batch_size,
+                )
             sums: dict[str, torch.Tensor | float] = {}
             last_info: dict[str, float] = {}
             count = 0
@@ -788,6 +899,7 @@ def train(config: TrainConfig) -> dict:
                 "eps": last_info.get("eps"),
                 "temperature": last_info.get("temperature"),
             }
+            row.update({f"val_{k}": v for k, v in val["labels"].items()})
             history.append(row)
             improved = val["loss"] < best_val
             if improved:
@@ -814,12 +926,17 @@ def train(config: TrainConfig) -> dict:
                 }
             )
             save_checkpoint(state, out / "last.pt")
-            _append_metrics(out, row)
+            if set(row) <= set(METRIC_FIELDS):
+                _append_metrics(out, row)
+            else:  # extra columns (val_accuracy …): rewrite so the CSV header has them
+                _write_metrics(out, history)
             _plot_curves(out, history)
             _save_images(model, fixed_x, image_shape, out, "", config.seed, device)
+            _save_generation_grid(model, image_shape, out, "", config.seed, device)
             extra = "".join(
                 f" {k}={row[k]:.3g}" for k in ("eps", "temperature") if row[k] is not None
             )
+            extra += "".join(f" val_{k}={v:.4f}" for k, v in val["labels"].items())
             log(
                 f"epoch {epoch + 1}/{config.epochs} it {iteration}: train {means['loss']:.2f} "
                 f"(recon {means.get('recon', math.nan):.2f} kl {means.get('kl', math.nan):.2f}) "
@@ -838,6 +955,7 @@ def train(config: TrainConfig) -> dict:
         model, splits.test, device, config.seed, iwae_samples=config.eval_samples
     )
     _save_images(model, fixed_x, image_shape, out, "best_", config.seed, device)
+    _save_generation_grid(model, image_shape, out, "best_", config.seed, device)
     results = {
         "test_loss": test["loss"],
         "test_recon": test["recon"],
@@ -855,6 +973,9 @@ def train(config: TrainConfig) -> dict:
         "estimator": config.estimator,
         "seed": config.seed,
     }
+    results.update({f"test_{k}": v for k, v in test["labels"].items()})
+    if config.labels is not None:
+        results["labels"] = config.labels
     _write_json(out / "results.json", results)
     log(
         f"best epoch {best_epoch}: test loss {test['loss']:.2f}, "

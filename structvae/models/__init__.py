@@ -14,12 +14,15 @@ from torch import nn
 from ..registry import Registry
 from .categorical import CategoricalVAE, parse_latent
 from .mlp import mlp
+from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent
 
 __all__ = [
     "mlp",
     "CategoricalVAE",
     "StructuredVAE",
+    "SemiSupervisedVAE",
+    "parse_semisup_latent",
     "parse_binary_latent",
     "parse_latent",
     "MODELS",
@@ -33,6 +36,7 @@ MODELS: Registry[nn.Module] = Registry(
 )
 MODELS.add("categorical", CategoricalVAE.from_spec)
 MODELS.add("structured", StructuredVAE.from_spec)
+MODELS.add("semisupervised", SemiSupervisedVAE.from_spec)
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: bool = False):
