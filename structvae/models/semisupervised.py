@@ -165,15 +165,24 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
             has = (y >= 0)[:, None, None]
             label_w = (has, F.one_hot(y.clamp(min=0), self.num_classes)[:, None])
 
-        def fn(z: torch.Tensor) -> torch.Tensor:
-            B, C = z.shape[:2]
-            w = z[:, :, 0, :]  # [B, C, K]
-            if label_w is not None:
-                w = torch.where(label_w[0], label_w[1].to(w.dtype).expand_as(w), w)
-            logits = self.decode(w, z_cont[:, None])  # [B, C, D]
-            target = x[:, None].expand(B, C, self.input_dim)
+        def rows(w: torch.Tensor, sel) -> torch.Tensor:
+            logits = self.decode(w, z_cont[sel, None])  # [b, C, D]
+            target = x[sel, None].expand_as(logits)
             bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
-            return bce + (w * kl_table[:, None].to(w.dtype)).sum(-1)
+            return bce + (w * kl_table[sel, None].to(w.dtype)).sum(-1)
+
+        def fn(z: torch.Tensor) -> torch.Tensor:
+            w = z[:, :, 0, :]  # [B, C, K]
+            if label_w is None:
+                return rows(w, slice(None))
+            has = label_w[0][:, 0, 0]
+            out = w.new_empty(w.shape[:2])
+            # labelled rows: one decoder call at the label, shared by every candidate
+            lab = rows(label_w[1][has].to(w.dtype), has)  # [B_l, 1]
+            out = out.index_put((has,), lab.expand(-1, w.shape[1]))
+            if bool((~has).any()):
+                out = out.index_put((~has,), rows(w[~has], ~has))
+            return out
 
         return fn
 
