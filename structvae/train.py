@@ -17,6 +17,11 @@ The run folder (``config.out``) holds:
   encoder's arg max) and ``samples.png`` (prior samples) of the current model, rewritten each
   epoch; ``best_reconstructions.png`` and ``best_samples.png`` from the best model at the end;
 - ``curves.png``: train and validation loss against epoch and against training seconds;
+- models with ``label_metrics(x, y) -> {name: [B]}`` (e.g. the semisupervised model's
+  ``accuracy``) add ``val_<name>`` columns to the metrics and ``test_<name>`` to
+  ``results.json``; models with ``generation_grid(n, generator)`` get ``generation_grid.png``
+  (each epoch) and ``best_generation_grid.png``; with ``labels`` (semi-supervised),
+  ``labelled_indices.json`` records the labelled subset;
 - ``results.json``: the final evaluation of ``best.pt`` on the test set: ``test_loss`` (the
   paper's Table 1 metric: BCE at one sample z ~ q plus KL, averaged over the test set) and
   ``test_iwae_nll`` (importance-weighted −log p(x) with ``eval_samples`` samples).
