@@ -159,7 +159,9 @@ def plot_wallclock(jobs: list[dict], specs: list[str], path: Path, x: str = "tim
                 [float(r[x]) for r in rows],
                 [float(r["val_loss"]) for r in rows],
                 marker=".",  # runs with one or two epochs still show
-                color=plt.get_cmap("tab20")(specs.index(spec) % 20) if len(set(specs)) > 10 else None,
+                color=plt.get_cmap("tab20")(specs.index(spec) % 20)
+                if len(set(specs)) > 10
+                else None,
                 label=spec,
             )
         ax.set(

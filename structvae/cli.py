@@ -100,6 +100,33 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=S,
         help="tau0 of the Gumbel-softmax schedule max(tau0*exp(-1e-5 t), min(0.1, tau0)) (default 1)",
     )
+    g = p.add_argument_group("semi-supervised (--model semisupervised)")
+    g.add_argument(
+        "--labels",
+        type=int,
+        default=S,
+        help="keep the labels of a balanced subset of this many training images (N/K per class); "
+        "each step adds a labelled batch to the unlabelled one",
+    )
+    g.add_argument(
+        "--label-eps",
+        type=float,
+        default=S,
+        help="direct: eps of labelled rows, whose z_eps is the label (default 0.05)",
+    )
+    g.add_argument(
+        "--alpha",
+        type=float,
+        default=S,
+        help="labelled cross-entropy weight for estimators without label support, e.g. "
+        "gumbel-softmax (default 20 = 1/0.05)",
+    )
+    g.add_argument(
+        "--labelled-batch-size",
+        type=int,
+        default=S,
+        help="labelled rows per step (default: --batch-size, at most --labels)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=S, help=f"epochs (default {d.epochs})")
     g.add_argument("--batch-size", type=int, default=S, help=f"batch size (default {d.batch_size})")

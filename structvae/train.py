@@ -17,6 +17,11 @@ The run folder (``config.out``) holds:
   encoder's arg max) and ``samples.png`` (prior samples) of the current model, rewritten each
   epoch; ``best_reconstructions.png`` and ``best_samples.png`` from the best model at the end;
 - ``curves.png``: train and validation loss against epoch and against training seconds;
+- models with ``label_metrics(x, y) -> {name: [B]}`` (e.g. the semisupervised model's
+  ``accuracy``) add ``val_<name>`` columns to the metrics and ``test_<name>`` to
+  ``results.json``; models with ``generation_grid(n, generator)`` get ``generation_grid.png``
+  (each epoch) and ``best_generation_grid.png``; with ``labels`` (semi-supervised),
+  ``labelled_indices.json`` records the labelled subset;
 - ``results.json``: the final evaluation of ``best.pt`` on the test set: ``test_loss`` (the
   paper's Table 1 metric: BCE at one sample z ~ q plus KL, averaged over the test set) and
   ``test_iwae_nll`` (importance-weighted −log p(x) with ``eval_samples`` samples).
@@ -52,7 +57,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .estimators import available_estimators, get_estimator
-from .estimators.schedules import ExponentialDecay, paper_temperature
+from .estimators.schedules import Constant, ExponentialDecay, paper_temperature
 from .guard import sigterm_as_interrupt, train_step
 from .models import build_model
 from .solvers import get_solver
@@ -108,11 +113,16 @@ _IDENTITY_FIELDS = (
     "seed",
     "attributes",
     "label_fraction",
+    "labels",
+    "label_eps",
+    "alpha",
+    "labelled_batch_size",
 )
 
 _EVAL_SEED_OFFSET = 1_000_003  # the evaluation generators' seed is seed + this
 _RECON_IMAGES = 16
 _SAMPLE_IMAGES = 64
+_GRID_STYLES = 10
 
 
 class CheckpointError(RuntimeError):
@@ -121,6 +131,9 @@ class CheckpointError(RuntimeError):
 
 DEFAULT_EPS = 0.1
 """ε₀ that ``structvae train`` uses for direct optimization when ``--eps`` is not given."""
+
+DEFAULT_LABEL_EPS = 0.05
+"""ε of direct's labelled rows (z_ε = label) with ``--labels`` (the reference code's value)."""
 
 
 @dataclass
@@ -164,13 +177,24 @@ class TrainConfig:
             direct estimator solves z* on them while the model computes its KL, and solvers
             with per-sample parallelism (ilp, custom functions) use that many threads
             (0: no pool, everything in the training thread).
-
-    Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
-    ``batch_size`` is the global batch, split over the processes.
+        labels: semi-supervised training (models with ``uses_labels``): a balanced subset of
+            this many training images (``labels / K`` per class, drawn by ``seed`` from the
+            training split only) keeps its labels; every step takes one unlabelled batch of
+            ``batch_size`` from the whole training split (labelled images included, ``y = -1``)
+            plus one labelled batch of ``labelled_batch_size`` (default ``batch_size``, at most
+            ``labels``), cycled and re-shuffled (:mod:`structvae.semisup_data`). ``None``:
+            every training label is passed to such models (fully supervised).
+        label_eps: ε of direct's labelled rows (z_ε = label); default 0.05 with ``labels``.
+        alpha: the labelled rows' cross-entropy weight for estimators without label support
+            (the Gumbel-softmax baseline); semisupervised model only.
+        labelled_batch_size: labelled rows per step (see ``labels``).
         attributes: ``--dataset celeba`` / ``--model celeba``: comma-separated CelebA attributes
             (``None``: ``Eyeglasses,Smiling,Male``; ``all``: the 40).
         label_fraction: ``--dataset celeba``: fraction of training images that keep their
             attribute labels (``None``: 1.0); the others are unlabelled (-1).
+
+    Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
+    ``batch_size`` is the global batch, split over the processes.
     """
 
     dataset: str = "mnist-sample"
@@ -205,6 +229,10 @@ class TrainConfig:
     solver_workers: int = 0
     attributes: str | None = None
     label_fraction: float | None = None
+    labels: int | None = None
+    label_eps: float | None = None
+    alpha: float | None = None
+    labelled_batch_size: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,6 +251,13 @@ def _schedule(start: float, every: int, name: str) -> ExponentialDecay:
     if not math.isfinite(start) or start <= 0:
         raise ValueError(f"--{name} must be a positive number, got {start}")
     return ExponentialDecay(start=start, rate=1e-5, every=every, minimum=min(0.1, start))
+
+
+def _label_eps(value: float) -> Constant:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--label-eps must be a positive number, got {value}")
+    return Constant(value)
 
 
 def _checked_solver(name: str) -> str:
@@ -247,6 +282,7 @@ def build_estimator(config: TrainConfig):
         ("solver", "--solver", _checked_solver),
         ("eps", "--eps", lambda v: _schedule(v, 500, "eps")),
         ("temperature", "--temperature", lambda v: _schedule(v, 1000, "temperature")),
+        ("label_eps", "--label-eps", _label_eps),
     ):
         value = getattr(config, field)
         if value is None:
@@ -258,6 +294,8 @@ def build_estimator(config: TrainConfig):
         options["eps"] = _schedule(DEFAULT_EPS, 500, "eps")
     if "temperature" in params and "temperature" not in options:
         options["temperature"] = paper_temperature()
+    if config.labels is not None and "label_eps" in params and "label_eps" not in options:
+        options["label_eps"] = _label_eps(DEFAULT_LABEL_EPS)
     return get_estimator(name, **options)
 
 
@@ -311,6 +349,15 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
         estimator.solver = get_solver(model.default_solver)  # e.g. graphcut for supermodular
     if hasattr(model, "check_solver") and getattr(estimator, "solver", None) is not None:
         model.check_solver(estimator.solver)  # e.g. general couplings with --solver graphcut
+    if config.labels is not None and not getattr(model, "uses_labels", False):
+        raise ValueError(
+            f"--labels needs a model that uses labels (e.g. --model semisupervised); "
+            f"{config.model!r} does not"
+        )
+    for field in ("labels", "labelled_batch_size"):
+        v = getattr(config, field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {v!r}")
     with torch.no_grad():
         potentials = model.encode(torch.zeros(1, input_dim))
     estimator.check(potentials)
@@ -326,6 +373,10 @@ def _model_options(config: TrainConfig) -> dict:
         if config.model != "structured":
             raise ValueError("--kl only applies to --model structured")
         opts["kl"] = config.kl
+    if config.alpha is not None:
+        if config.model != "semisupervised":
+            raise ValueError("--alpha only applies to --model semisupervised")
+        opts["alpha"] = config.alpha
     if config.model == "celeba":
         opts["attributes"] = config.attributes
     return opts
@@ -505,6 +556,9 @@ _ARTIFACTS = (
     "curves.png",
     "attribute_grid.png",
     "best_attribute_grid.png",
+    "generation_grid.png",
+    "best_generation_grid.png",
+    "labelled_indices.json",
 )
 
 
@@ -532,15 +586,22 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _metric_fields(history: list[dict]) -> tuple[str, ...]:
+    """``METRIC_FIELDS`` plus the extra keys of the rows (e.g. ``val_accuracy``), in order."""
+    extra = dict.fromkeys(k for row in history for k in row if k not in METRIC_FIELDS)
+    return METRIC_FIELDS + tuple(extra)
+
+
 def _write_metrics(out: Path, history: list[dict]) -> None:
+    fields = _metric_fields(history)
     with open(out / "metrics.jsonl", "w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(METRIC_FIELDS)
+        w.writerow(fields)
         for row in history:
-            w.writerow(["" if row.get(k) is None else row.get(k) for k in METRIC_FIELDS])
+            w.writerow(["" if row.get(k) is None else row.get(k) for k in fields])
 
 
 def _append_metrics(out: Path, row: dict) -> None:
@@ -613,6 +674,28 @@ def _save_images(model, fixed_x, image_shape, out: Path, prefix: str, seed: int,
         model.train(was_training)
 
 
+def _save_generation_grid(model, image_shape, out: Path, prefix: str, seed: int, device) -> None:
+    """``<prefix>generation_grid.png`` from ``model.generation_grid`` (rows: class, columns:
+    style) when the model has one."""
+    fn = getattr(model, "generation_grid", None)
+    if not callable(fn):
+        return
+    from torchvision.utils import save_image
+
+    was_training = model.training
+    model.eval()
+    try:
+        images = fn(_GRID_STYLES, generator=_eval_generator(seed, device))
+        save_image(
+            images.float().view(-1, *image_shape).cpu(),
+            out / f"{prefix}generation_grid.png",
+            nrow=_GRID_STYLES,
+            pad_value=0.5,
+        )
+    finally:
+        model.train(was_training)
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -633,14 +716,19 @@ def _evaluate_model(
     _reset_binarization(dataset, seed)
     gen = _eval_generator(seed, device)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+    label_sums: dict[str, float] = {}
+    label_metrics = getattr(model, "label_metrics", None)
     iwae = 0.0
     count = 0
     try:
-        for x, _ in make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
+        for x, y in make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
             x = x.to(device)
             stats = model.one_sample_loss(x, generator=gen)
             for k in sums:
                 sums[k] += float(stats[k].double().sum())
+            if callable(label_metrics):  # per-row values, e.g. {"accuracy": [B]}
+                for k, v in label_metrics(x, y.to(device)).items():
+                    label_sums[k] = label_sums.get(k, 0.0) + float(v.double().sum())
             if iwae_samples and getattr(model, "iwae_available", True):
                 iwae += float(model.iwae_nll(x, samples=iwae_samples, generator=gen).double().sum())
             count += x.shape[0]
@@ -649,6 +737,7 @@ def _evaluate_model(
     if count == 0:
         raise ValueError("cannot evaluate on an empty dataset split")
     result = {k: v / count for k, v in sums.items()}
+    result["labels"] = {k: v / count for k, v in label_sums.items()}
     if iwae_samples:
         result["iwae_nll"] = iwae / count if getattr(model, "iwae_available", True) else None
     return result
@@ -701,6 +790,7 @@ def evaluate(
     res = _evaluate_model(
         model, getattr(splits, split), dev, config.seed, batch_size, iwae_samples=samples or None
     )
+    res.update(res.pop("labels"))  # label metrics, e.g. accuracy
     res.update(
         {"split": split, "checkpoint": str(run_dir / checkpoint), "epoch": ckpt.get("epoch")}
     )
@@ -710,6 +800,15 @@ def evaluate(
 
 
 # -------------------------------------------------------------------------------- training
+
+
+def _labelled_subset(config: TrainConfig, splits) -> torch.Tensor | None:
+    """With ``config.labels``: the balanced labelled training indices (drawn by ``seed``)."""
+    if config.labels is None:
+        return None
+    from .semisup_data import balanced_label_subset
+
+    return balanced_label_subset(splits.train.y, config.labels, splits.num_classes, config.seed)
 
 
 def _estimator_state(estimator):
@@ -738,6 +837,7 @@ def train(config: TrainConfig) -> dict:
 
     # data and model (the model is rebuilt after seeding so that its initialisation is seeded)
     splits = _load_data(config)
+    labelled = _labelled_subset(config, splits)  # checked before the run folder is touched
     image_shape = tuple(splits.image_shape)
     input_dim = int(np.prod(image_shape))
     _seed_everything(config.seed)
@@ -800,6 +900,12 @@ def train(config: TrainConfig) -> dict:
         _write_metrics(out, history)
     if ctx.is_main:
         _write_json(out / "config.json", config.to_dict())
+    if labelled is not None and ctx.is_main:  # as rows of the training split and of the source file
+        src = getattr(splits.train, "source_index", None)
+        record = {"train_index": labelled.tolist()}
+        if src is not None:
+            record["source_index"] = src[labelled].tolist()
+        _write_json(out / "labelled_indices.json", record)
 
     fixed_x = _fixed_images(splits.val, _RECON_IMAGES, config.seed).to(device)
     kw_labels = bool(getattr(model, "uses_labels", False))
@@ -828,6 +934,16 @@ def train(config: TrainConfig) -> dict:
             )
             ctx.seed_epoch(config.seed, epoch)
             skipped = 0
+            if labelled is not None:  # semi-supervised: unlabelled + labelled batch per step
+                from .semisup_data import MixedBatches
+
+                loader = MixedBatches(
+                    splits.train,
+                    labelled,
+                    config.batch_size,
+                    seed=_epoch_seed(config.seed, epoch),
+                    labelled_batch_size=config.labelled_batch_size,
+                )
             sums: dict[str, torch.Tensor | float] = {}
             last_info: dict[str, float] = {}
             count = 0
@@ -913,6 +1029,7 @@ def train(config: TrainConfig) -> dict:
                 "temperature": last_info.get("temperature"),
                 "skipped": skipped,
             }
+            row.update({f"val_{k}": v for k, v in val["labels"].items()})
             history.append(row)
             improved = val["loss"] < best_val
             if improved:
@@ -939,12 +1056,17 @@ def train(config: TrainConfig) -> dict:
                 }
             )
             save_checkpoint(state, out / "last.pt")
-            _append_metrics(out, row)
+            if set(row) <= set(METRIC_FIELDS):
+                _append_metrics(out, row)
+            else:  # extra columns (val_accuracy …): rewrite so the CSV header has them
+                _write_metrics(out, history)
             _plot_curves(out, history)
             _save_images(model, fixed_x, image_shape, out, "", config.seed, device)
+            _save_generation_grid(model, image_shape, out, "", config.seed, device)
             extra = "".join(
                 f" {k}={row[k]:.3g}" for k in ("eps", "temperature") if row[k] is not None
             )
+            extra += "".join(f" val_{k}={v:.4f}" for k, v in val["labels"].items())
             log(
                 f"epoch {epoch + 1}/{config.epochs} it {iteration}: train {means['loss']:.2f} "
                 f"(recon {means.get('recon', math.nan):.2f} kl {means.get('kl', math.nan):.2f}) "
@@ -967,6 +1089,7 @@ def train(config: TrainConfig) -> dict:
         model, splits.test, device, config.seed, iwae_samples=config.eval_samples
     )
     _save_images(model, fixed_x, image_shape, out, "best_", config.seed, device)
+    _save_generation_grid(model, image_shape, out, "best_", config.seed, device)
     results = {
         "test_loss": test["loss"],
         "test_recon": test["recon"],
@@ -987,6 +1110,9 @@ def train(config: TrainConfig) -> dict:
         "estimator": config.estimator,
         "seed": config.seed,
     }
+    results.update({f"test_{k}": v for k, v in test["labels"].items()})
+    if config.labels is not None:
+        results["labels"] = config.labels
     _write_json(out / "results.json", results)
     iwae = test["iwae_nll"]
     iwae_text = "n/a (intractable)" if iwae is None else f"{iwae:.2f}"

@@ -15,6 +15,7 @@ from ..registry import Registry
 from .categorical import CategoricalVAE, parse_latent
 from .celeba import AttributeVAE
 from .mlp import mlp
+from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "mlp",
     "CategoricalVAE",
     "StructuredVAE",
+    "SemiSupervisedVAE",
+    "parse_semisup_latent",
     "parse_binary_latent",
     "parse_latent",
     "MODELS",
@@ -36,6 +39,7 @@ MODELS: Registry[nn.Module] = Registry(
 MODELS.add("categorical", CategoricalVAE.from_spec)
 MODELS.add("structured", StructuredVAE.from_spec)
 MODELS.add("celeba", AttributeVAE.from_spec)
+MODELS.add("semisupervised", SemiSupervisedVAE.from_spec)
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *, overwrite: bool = False):

@@ -1,0 +1,350 @@
+"""Semi-supervised VAE with a discrete class and a class-dependent Gaussian code (Kingma et al.'s
+M2, trained by direct optimization through the class arg max as in Lorberbom et al. 2019).
+
+    h = trunk(x)                                    784-400-200, LeakyReLU
+    θ = class_head(h)         [B, 1, K]             the class potentials (logits of q(c|x))
+    μ, log σ² = gauss_head(h) [B, K, d] each        one Gaussian row per class, shared weights
+    z_c = μ_c + σ_c · e       e ~ N(0, I) [B, d]    (the same e for every class row)
+    code = onehot(c) ⊗ z_c    [B, K·d]              the block one-hot code the decoder reads
+    −log p(x | c, z_c) = BCE(decoder(code), x)
+
+The estimators' loss of a class candidate ``c`` is ``L(c) = BCE(c) + KL(N(μ_c, σ_c²) || N(0, I))``
+(analytic), so direct optimization's arg max over the K classes sees the whole per-class bound;
+the class KL ``KL(q(c|x) || uniform)`` is :meth:`SemiSupervisedVAE.kl`, analytic and trained.
+Labelled rows (``y >= 0``) use the label: their loss is ``L(y)`` whatever the candidate (M2's
+labelled bound), their class KL is the constant ``−log p(y) = log K``, and the classifier learns
+from (a) direct loss minimisation, ``z_ε = y`` with ε = ``label_eps`` (an estimate of
+∇ CE(θ, y) / label_eps) when the estimator takes ``labels=``, or (b) ``alpha · CE(θ, y)``
+otherwise (the Gumbel-softmax baseline, as in M2).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..estimators.base import Estimator
+from ..gumbel import sample_gumbel
+from ..potentials import Potentials
+from .categorical import parse_latent
+from .mlp import mlp
+from .objective import EncoderParams
+
+__all__ = ["SemiSupervisedVAE", "parse_semisup_latent"]
+
+_CONT = re.compile(r"^(.*?)(?:\+(\d+))?\s*$")
+DEFAULT_CONT_DIM = 30
+DEFAULT_ALPHA = 20.0  # = 1 / 0.05, the weight direct's label term puts on the cross-entropy
+
+
+def parse_semisup_latent(spec: str | Sequence[int] | None) -> tuple[int, int]:
+    """``"1xK"`` or ``"1xK+d"`` -> ``(K, d)``: one K-way class and a d-dim Gaussian (default 30)."""
+    if spec is None:
+        return 10, DEFAULT_CONT_DIM
+    if isinstance(spec, str):
+        m = _CONT.match(spec)
+        disc, cont = m.group(1), m.group(2)
+        n, k = parse_latent(disc)
+        d = DEFAULT_CONT_DIM if cont is None else int(cont)
+    else:
+        n, k = parse_latent(spec)
+        d = DEFAULT_CONT_DIM
+    if n != 1:
+        raise ValueError(
+            f"semisupervised latent {spec!r}: one categorical (class) variable is supported, "
+            "use 1xK or 1xK+d (e.g. 1x10+30)"
+        )
+    if d < 1:
+        raise ValueError(f"semisupervised latent {spec!r}: the Gaussian dimension must be >= 1")
+    return k, d
+
+
+def _leaky() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+def _takes_labels(estimator: Estimator) -> bool:
+    return "labels" in inspect.signature(estimator.estimate).parameters
+
+
+class SemiSupervisedVAE(EncoderParams, nn.Module):
+    """M2-style VAE: a K-way class ``c`` and a ``d``-dim Gaussian ``z`` whose row depends on ``c``.
+
+    Args:
+        num_classes: K. cont_dim: d. input_dim: D (784).
+        hidden: the shared trunk's widths (default the reference's (400, 200)); the decoder
+            mirrors them: ``K·d → 200 → 400 → D``.
+        class_hidden: the class head's hidden width (200-100-K).
+        alpha: weight of the labelled rows' cross-entropy for estimators that do not take
+            ``labels=`` (Gumbel-softmax …); direct's label term has weight ``1 / label_eps``.
+
+    Same interface as :class:`~structvae.models.CategoricalVAE` with ``uses_labels = True``
+    (``objective(x, estimator, y=...)``, ``y = -1`` for unlabelled rows), plus
+    :meth:`label_metrics` (per-row accuracy of the encoder's arg max) and
+    :meth:`generation_grid` (rows: class, columns: a shared style code).
+    """
+
+    uses_labels = True
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        cont_dim: int = DEFAULT_CONT_DIM,
+        input_dim: int = 784,
+        hidden: Sequence[int] = (400, 200),
+        class_hidden: int = 100,
+        alpha: float | None = None,
+        activation: Callable[[], nn.Module] = _leaky,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.cont_dim = int(num_classes), int(cont_dim)
+        self.input_dim = int(input_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.alpha = DEFAULT_ALPHA if alpha is None else float(alpha)
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        K, d = self.num_classes, self.cont_dim
+        self.encoder = mlp([self.input_dim, *self.hidden], activation, final_activation=activation)
+        self.class_head = mlp([self.hidden[-1], int(class_hidden), K], activation)
+        self.gauss_head = nn.Linear(self.hidden[-1], K * 2 * d)
+        self.decoder = mlp([K * d, *reversed(self.hidden), self.input_dim], activation)
+
+    @classmethod
+    def from_spec(cls, latent: str | None = "1x10", **kw) -> SemiSupervisedVAE:
+        """Build from ``"1xK"`` / ``"1xK+d"`` (K classes, d Gaussian dimensions, default 30)."""
+        K, d = parse_semisup_latent(latent)
+        return cls(num_classes=K, cont_dim=d, **kw)
+
+    def extra_repr(self) -> str:
+        return f"classes={self.num_classes}, cont_dim={self.cont_dim}, alpha={self.alpha}"
+
+    # ------------------------------------------------------------ the model
+    def heads(self, x: torch.Tensor) -> tuple[Potentials, torch.Tensor, torch.Tensor]:
+        """``x [B, D]`` -> (class potentials ``[B, 1, K]``, μ ``[B, K, d]``, log σ² ``[B, K, d]``)."""
+        h = self.encoder(x.flatten(1).to(self._dtype))
+        theta = self.class_head(h).view(-1, 1, self.num_classes)
+        stats = self.gauss_head(h).view(-1, self.num_classes, 2, self.cont_dim)
+        return Potentials(theta), stats[:, :, 0], stats[:, :, 1].clamp(-10.0, 10.0)
+
+    def encode(self, x: torch.Tensor) -> Potentials:
+        """``x [B, D]`` -> the class potentials ``[B, 1, K]``."""
+        return self.heads(x)[0]
+
+    def decode(self, w: torch.Tensor, z_cont: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits ``[..., D]`` of the block code ``w ⊗ z``.
+
+        ``w [..., K]`` class weights (one-hot, or relaxed); ``z_cont [..., K, d]`` the Gaussian
+        code of every class row (broadcast against ``w``'s leading dims).
+        """
+        code = (w[..., None] * z_cont.to(w.dtype)).flatten(-2)
+        return self.decoder(code.to(self._dtype))
+
+    @staticmethod
+    def gauss_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """``KL(N(μ, σ²) || N(0, I))`` per class row: ``[B, K, d] -> [B, K]``."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+    def _reparam(self, mu, logvar, generator=None) -> torch.Tensor:
+        e = torch.randn(
+            (mu.shape[0], 1, mu.shape[2]), device=mu.device, dtype=mu.dtype, generator=generator
+        )
+        return mu + (0.5 * logvar).exp() * e  # [B, K, d]: the same noise for every class row
+
+    def _loss_fn(self, x, z_cont, kl_table, y=None):
+        """``z [B, C, 1, K] -> [B, C]``: BCE + Gaussian KL of each candidate class (``y``'s
+        class instead on labelled rows)."""
+        x = x.flatten(1).to(self._dtype)
+        label_w = None
+        if y is not None:
+            has = (y >= 0)[:, None, None]
+            label_w = (has, F.one_hot(y.clamp(min=0), self.num_classes)[:, None])
+
+        def rows(w: torch.Tensor, sel) -> torch.Tensor:
+            logits = self.decode(w, z_cont[sel, None])  # [b, C, D]
+            target = x[sel, None].expand_as(logits)
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+            return bce + (w * kl_table[sel, None].to(w.dtype)).sum(-1)
+
+        def fn(z: torch.Tensor) -> torch.Tensor:
+            w = z[:, :, 0, :]  # [B, C, K]
+            if label_w is None:
+                return rows(w, slice(None))
+            has = label_w[0][:, 0, 0]
+            out = w.new_empty(w.shape[:2])
+            # labelled rows: one decoder call at the label, shared by every candidate
+            lab = rows(label_w[1][has].to(w.dtype), has)  # [B_l, 1]
+            out = out.index_put((has,), lab.expand(-1, w.shape[1]))
+            if bool((~has).any()):
+                out = out.index_put((~has,), rows(w[~has], ~has))
+            return out
+
+        return fn
+
+    def loss_fn(self, x: torch.Tensor, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The estimators' loss ``z [B, C, 1, K] -> [B, C]`` with one fresh Gaussian draw."""
+        _, mu, logvar = self.heads(x)
+        return self._loss_fn(x, self._reparam(mu, logvar, generator), self.gauss_kl(mu, logvar))
+
+    def kl(self, potentials: Potentials, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``KL(q(c|x) || uniform) = log K − H(q)`` ``[B]``; ``log K`` (constant) on labelled rows."""
+        logq = torch.log_softmax(potentials.unary, dim=-1)
+        kl = (logq.exp() * logq).sum((-1, -2)) + math.log(self.num_classes)
+        if y is not None:
+            kl = torch.where(y >= 0, torch.full_like(kl, math.log(self.num_classes)), kl)
+        return kl
+
+    def objective(
+        self, x: torch.Tensor, estimator: Estimator, y: torch.Tensor | None = None, **kw
+    ) -> tuple[torch.Tensor, dict]:
+        """Surrogate + mean class KL (+ ``alpha``·CE on labelled rows for label-free estimators).
+
+        ``y`` long ``[B]``, −1 where unlabelled (``None``: all unlabelled). Statistics: ``loss``
+        (mean one-sample bound), ``recon`` (mean BCE), ``kl`` (class + Gaussian KL), ``ce``
+        (labelled rows' cross-entropy, when any), and the estimator's ``eps`` / ``temperature``.
+        """
+        potentials, mu, logvar = self.heads(x)
+        if y is not None:
+            y = y.to(potentials.device).long()
+            if y.shape != (x.shape[0],):
+                raise ValueError(f"y must have shape [B] = [{x.shape[0]}], got {list(y.shape)}")
+            if bool((y >= self.num_classes).any()):
+                raise ValueError(f"labels must be -1 or in 0..{self.num_classes - 1}")
+        kl_table = self.gauss_kl(mu, logvar)  # [B, K]
+        loss_fn = self._loss_fn(x, self._reparam(mu, logvar), kl_table, y)
+        labelled = y is not None and bool((y >= 0).any())
+        if labelled and _takes_labels(estimator):
+            res = estimator(potentials, loss_fn, labels=y, **kw)
+        else:
+            res = estimator(potentials, loss_fn, **kw)
+        kl = self.kl(potentials, y)
+        total = res.surrogate + kl.mean()
+        stats = {}
+        if labelled:
+            has = y >= 0
+            ce = F.cross_entropy(potentials.unary[has, 0], y[has], reduction="sum") / x.shape[0]
+            if not _takes_labels(estimator):
+                total = total + self.alpha * ce
+            stats["ce"] = ce.detach().float() * x.shape[0] / has.sum()
+        with torch.no_grad():
+            c = res.z[:, 0] if y is None else torch.where(y >= 0, y, res.z[:, 0])
+            kl_g = kl_table.gather(1, c[:, None])[:, 0]
+        recon = (res.loss.detach() - kl_g).float().mean()
+        klm = (kl.detach() + kl_g).float().mean()
+        stats.update({"loss": recon + klm, "recon": recon, "kl": klm})
+        for key, value in res.info.items():
+            if isinstance(value, (float, int)) and not isinstance(value, bool):
+                stats[key] = float(value)
+        return total, stats
+
+    # --------------------------------------------------------- evaluation
+    def _sample_class(self, potentials: Potentials, samples: int, generator=None) -> torch.Tensor:
+        u = potentials.unary.detach()[:, 0]  # [B, K]
+        g = sample_gumbel(
+            (u.shape[0], samples, u.shape[1]), device=u.device, dtype=u.dtype, generator=generator
+        )
+        return (u[:, None] + g).argmax(-1)  # [B, S]
+
+    def _one_hot(self, c: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(c, self.num_classes).to(self._dtype)
+
+    @torch.no_grad()
+    def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """The bound at one sample ``c ~ q(c|x)``, ``z ~ q(z|x, c)``: BCE + class KL + Gaussian KL.
+
+        Returns ``{"loss", "recon", "kl"}``, each ``[B]`` (labels are not used).
+        """
+        potentials, mu, logvar = self.heads(x)
+        c = self._sample_class(potentials, 1, generator)[:, 0]
+        z = self._reparam(mu, logvar, generator)
+        x = x.flatten(1).to(self._dtype)
+        logits = self.decode(self._one_hot(c), z)
+        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        kl = self.kl(potentials) + self.gauss_kl(mu, logvar).gather(1, c[:, None])[:, 0]
+        return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+    @torch.no_grad()
+    def iwae_nll(
+        self,
+        x: torch.Tensor,
+        samples: int = 100,
+        generator: torch.Generator | None = None,
+        chunk_rows: int = 20000,
+    ) -> torch.Tensor:
+        """Importance-weighted −log p(x) ``[B]`` with q(c|x) q(z|x,c) as the proposal."""
+        samples = int(samples)
+        if samples < 1:
+            raise ValueError(f"iwae_nll needs samples >= 1, got {samples}")
+        potentials, mu, logvar = self.heads(x)
+        logq_c = torch.log_softmax(potentials.unary[:, 0].float(), -1)  # [B, K]
+        x = x.flatten(1).to(self._dtype)
+        B, K, d = mu.shape
+        log2pi = math.log(2 * math.pi)
+        step = max(1, int(chunk_rows) // max(B, 1))
+        parts = []
+        for start in range(0, samples, step):
+            s = min(step, samples - start)
+            c = self._sample_class(potentials, s, generator)  # [B, s]
+            idx = c[..., None].expand(B, s, d)
+            m, lv = mu.gather(1, idx), logvar.gather(1, idx)  # [B, s, d]
+            e = torch.randn(m.shape, device=m.device, dtype=m.dtype, generator=generator)
+            z = m + (0.5 * lv).exp() * e
+            code = self._one_hot(c)[..., None] * z[:, :, None, :]  # [B, s, K, d]
+            logits = self.decoder(code.flatten(-2))
+            target = x[:, None].expand_as(logits)
+            log_px = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+            log_pz = -0.5 * (z.pow(2) + log2pi).sum(-1)
+            log_qz = -0.5 * (e.pow(2) + lv + log2pi).sum(-1)
+            log_w = log_px + log_pz - log_qz - math.log(K) - logq_c.gather(1, c)
+            parts.append(log_w.float())
+        log_w = torch.cat(parts, dim=1)
+        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
+
+    def _prior_code(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities of classes ``c [N]`` with Gaussian codes ``z [N, d]``."""
+        zk = z[:, None].expand(-1, self.num_classes, -1)
+        return torch.sigmoid(self.decode(self._one_hot(c), zk))
+
+    @torch.no_grad()
+    def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``num`` images ``[num, D]``: c uniform, z ~ N(0, I)."""
+        dev = self._device
+        c = torch.randint(self.num_classes, (int(num),), device=dev, generator=generator)
+        z = torch.randn(
+            (int(num), self.cont_dim), device=dev, dtype=self._dtype, generator=generator
+        )
+        return self._prior_code(c, z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities ``[B, D]`` from the encoder's arg max class and its mean code."""
+        potentials, mu, _ = self.heads(x)
+        return torch.sigmoid(self.decode(self._one_hot(potentials.unary[:, 0].argmax(-1)), mu))
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's arg max class, long ``[B]`` (no noise)."""
+        return self.encode(x).unary[:, 0].argmax(-1)
+
+    @torch.no_grad()
+    def label_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-row metrics the trainer averages over a split: ``{"accuracy": [B]}`` (0/1)."""
+        return {"accuracy": (self.classify(x) == y.to(x.device)).float()}
+
+    @torch.no_grad()
+    def generation_grid(
+        self, n_styles: int = 10, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images ``[K·n_styles, D]``, row-major: row = class, column = one style z ~ N(0, I)
+        shared down the column (``save_image(..., nrow=n_styles)`` lays it out)."""
+        dev = self._device
+        z = torch.randn(
+            (int(n_styles), self.cont_dim), device=dev, dtype=self._dtype, generator=generator
+        )
+        c = torch.arange(self.num_classes, device=dev).repeat_interleave(int(n_styles))
+        return self._prior_code(c, z.repeat(self.num_classes, 1))
