@@ -112,14 +112,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--label-eps",
         type=float,
         default=S,
-        help="direct: eps of labelled rows, whose z_eps is the label (default 0.05)",
+        help="direct: eps of labelled rows, whose z_eps is the label (default 0.01)",
     )
     g.add_argument(
         "--alpha",
         type=float,
         default=S,
         help="labelled cross-entropy weight for estimators without label support, e.g. "
-        "gumbel-softmax (default 20 = 1/0.05)",
+        "gumbel-softmax (default 100 = 1/0.01)",
     )
     g.add_argument(
         "--labelled-batch-size",

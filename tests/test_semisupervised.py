@@ -97,7 +97,7 @@ def _tiny(K=3, d=2, D=6, **kw) -> SemiSupervisedVAE:
 
 
 def test_latent_spec():
-    assert parse_semisup_latent("1x10") == (10, 30)
+    assert parse_semisup_latent("1x10") == (10, 5)
     assert parse_semisup_latent("1x4+7") == (4, 7)
     with pytest.raises(ValueError, match="one categorical"):
         parse_semisup_latent("2x10")
