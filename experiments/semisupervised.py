@@ -18,7 +18,7 @@ import csv
 import io
 from pathlib import Path
 
-from table1 import common_fields, parse_spec, run_all, spec_slug
+from table1 import add_common_args, common_fields, parse_spec, run_all, spec_slug
 
 LABELS = (50, 100, 300, 600, 1200)
 
@@ -96,18 +96,11 @@ def main(argv=None) -> str:
         "--estimators",
         nargs="+",
         default=["direct", "gumbel-softmax"],
-        help="estimator specs with options after a colon: direct:eps=0.1,label_eps=0.05, "
-        "gumbel-softmax:alpha=20",
+        help="estimator specs with options after a colon: direct:eps=0.1,label_eps=0.01, "
+        "gumbel-softmax:alpha=100",
     )
-    ap.add_argument("--latent", default="1x10+30", help="1xK+d: K classes, d Gaussian dims")
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-samples", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=1, help="configurations trained in parallel")
-    ap.add_argument("--out", default="runs/semisupervised")
-    ap.add_argument("--force", action="store_true", help="retrain runs that have results.json")
+    ap.add_argument("--latent", default="1x10+5", help="1xK+d: K classes, d Gaussian dims")
+    add_common_args(ap, epochs=100, out="runs/semisupervised")
     args = ap.parse_args(argv)
 
     jobs = jobs_for(args)

@@ -24,7 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
-from table1 import common_fields, plot_wallclock, run_all
+from table1 import add_common_args, common_fields, plot_wallclock, run_all
 
 VARIANTS = (
     "none/independent/direct",
@@ -74,19 +74,12 @@ def main(argv=None) -> str:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--data-root", default=None)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--n", type=int, default=15, help="binary latents")
     ap.add_argument("--graph", default="complete")
     ap.add_argument("--kl", default="auto", choices=("auto", "exact", "factorised"))
     ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-samples", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--out", default="runs/structured")
-    ap.add_argument("--force", action="store_true")
+    add_common_args(ap, epochs=20, out="runs/structured")
     args = ap.parse_args(argv)
 
     jobs = [job_for(v, args) for v in args.variants]

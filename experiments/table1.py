@@ -80,6 +80,18 @@ def run_all(jobs: list[dict], n_jobs: int) -> list[dict]:
     return [run_one(dict(j)) for j in jobs]
 
 
+def add_common_args(ap: argparse.ArgumentParser, epochs: int, out: str) -> None:
+    """The options every experiment script shares (read back by :func:`common_fields`)."""
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-samples", type=int, default=100)
+    ap.add_argument("--jobs", type=int, default=1, help="configurations trained in parallel")
+    ap.add_argument("--out", default=out)
+    ap.add_argument("--force", action="store_true", help="retrain runs that have results.json")
+
+
 def common_fields(args) -> dict:
     """The paper's protocol and the run options shared by every job of an experiment."""
     return dict(
@@ -188,14 +200,7 @@ def main(argv=None) -> str:
         default=["direct", "gumbel-softmax", "exact"],
         help="estimator specs, with options after a colon: direct:eps=0.1",
     )
-    ap.add_argument("--epochs", type=int, default=300)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-samples", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=1, help="configurations trained in parallel")
-    ap.add_argument("--out", default="runs/table1")
-    ap.add_argument("--force", action="store_true", help="retrain runs that have results.json")
+    add_common_args(ap, epochs=300, out="runs/table1")
     args = ap.parse_args(argv)
 
     jobs = jobs_for(args)
