@@ -30,14 +30,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_structured import TimedKL, TimedSolver  # noqa: E402
+from bench_structured import TimedSolver, make_step  # noqa: E402
 
 from structvae.data import load_dataset  # noqa: E402
-from structvae.estimators import DirectEstimator  # noqa: E402
 from structvae.models import StructuredVAE  # noqa: E402
 from structvae.potentials import Potentials  # noqa: E402
 from structvae.solvers import get_solver  # noqa: E402
-from structvae.solvers.pool import attach_pool  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench_overlap.md"
 
@@ -56,36 +54,16 @@ class CallTimes(TimedSolver):
         return z
 
 
-def make_step(pairwise: str, solver: str, workers: int, n: int, x: torch.Tensor, seed: int):
-    torch.manual_seed(seed)
-    model = StructuredVAE(n, pairwise=pairwise, graph="complete", exact_kl_max_vars=n)
-    kl_timer = TimedKL(model.kl)
-    model.kl = kl_timer
-    inner = get_solver(solver)
-    proxy = CallTimes(inner)
-    model.check_solver(proxy)
-    est = DirectEstimator(eps=0.1, solver=proxy)
-    attach_pool(est, workers)
-    if workers and hasattr(inner, "workers"):
-        inner.workers = workers  # the proxy hides the inner solver from attach_pool
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        total, _ = model.objective(x, est)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-
-    return step, proxy, kl_timer
-
-
 def bench_steps(args, x: torch.Tensor) -> list[str]:
     configs = [
         (f"{pw} + {s}, solver-workers {w}", pw, s, w)
         for pw, s in (("supermodular", "graphcut"), ("general", "ilp"))
         for w in (0, 1, 2)
     ]
-    steps = {c[0]: make_step(c[1], c[2], c[3], args.latents, x, args.seed) for c in configs}
+    steps = {
+        label: make_step(pw, s, True, args.latents, 0.1, x, args.seed, CallTimes, w)
+        for label, pw, s, w in configs
+    }
     rec = {k: {"step": [], "zstar": [], "zeps": [], "kl": []} for k in steps}
     for r in range(args.warmup + args.rounds):
         for label, (step, proxy, kl_timer) in steps.items():

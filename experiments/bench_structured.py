@@ -35,6 +35,7 @@ from structvae.estimators import DirectEstimator
 from structvae.models import StructuredVAE
 from structvae.potentials import Potentials
 from structvae.solvers import ExactSolver, ILPSolver, Solver, get_solver
+from structvae.solvers.pool import attach_pool
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "bench_structured.md"
 
@@ -115,19 +116,33 @@ class TimedKL:
 
 
 def make_step(
-    pairwise: str, solver: str, exact_kl: bool, n: int, eps: float, x: torch.Tensor, seed: int
+    pairwise: str,
+    solver: str,
+    exact_kl: bool,
+    n: int,
+    eps: float,
+    x: torch.Tensor,
+    seed: int,
+    proxy_cls: type[TimedSolver] = TimedSolver,
+    workers: int = 0,
 ):
     """``(step, proxy, kl_timer)``: a closure running one optimisation step, its solver's timer
-    and its KL's (forward) timer."""
+    (a ``proxy_cls``) and its KL's (forward) timer. ``workers``: the solver thread pool
+    (:func:`structvae.solvers.pool.attach_pool`; 0: none)."""
     torch.manual_seed(seed)
     model = StructuredVAE(
         n, pairwise=pairwise, graph="complete", exact_kl_max_vars=n if exact_kl else 0
     )
     kl_timer = TimedKL(model.kl)
     model.kl = kl_timer  # an instance attribute: elbo_objective calls model.kl(potentials)
-    proxy = TimedSolver(get_solver(solver))
+    inner = get_solver(solver)
+    proxy = proxy_cls(inner)
     model.check_solver(proxy)
     est = DirectEstimator(eps=eps, solver=proxy)
+    if workers:
+        attach_pool(est, workers)
+        if hasattr(inner, "workers"):
+            inner.workers = workers  # the proxy hides the inner solver from attach_pool
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
