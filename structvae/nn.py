@@ -1,4 +1,5 @@
-"""Multi-layer perceptrons, the building block of the paper's 784-300-… encoders and decoders."""
+"""Network builders shared by models and estimators: multi-layer perceptrons (the paper's
+784-300-… encoders and decoders, the estimators' baselines and bridges)."""
 
 from __future__ import annotations
 
