@@ -152,3 +152,16 @@ def test_registered_solver_with_out_of_range_values_stops_train_with_a_solver_er
     )
     with pytest.raises(SolverError, match="solver 'test-bad-train'"):
         train(cfg)
+
+
+@pytest.mark.parametrize("value, word", [(math.nan, "NaN"), (math.inf, "inf")])
+def test_unvalidated_nonfinite_potentials_are_called_nan_or_inf_not_overflow(value, word):
+    u = torch.zeros(3, 4, 2)
+    u[2, 1, 0] = value
+    p = sv.Potentials(u, validate=False)
+    with pytest.raises(NonFiniteError, match=rf"sample 2 hold {word}") as info:
+        sv.get_solver("independent")(p)
+    assert "overflow" not in str(info.value)
+    big = sv.Potentials(torch.full((1, 2, 2), 1e38), validate=False)
+    with pytest.raises(ValueError, match="may overflow"):
+        sv.get_solver("independent")(big)
