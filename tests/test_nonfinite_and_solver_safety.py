@@ -165,3 +165,21 @@ def test_unvalidated_nonfinite_potentials_are_called_nan_or_inf_not_overflow(val
     big = sv.Potentials(torch.full((1, 2, 2), 1e38), validate=False)
     with pytest.raises(ValueError, match="may overflow"):
         sv.get_solver("independent")(big)
+
+
+def test_an_estimator_calling_loss_fn_itself_is_checked_too():
+    from structvae.estimators import Estimator, EstimatorResult
+
+    class Plain(Estimator):  # a plugin that bypasses evaluate_losses
+        name = "test-plain"
+
+        def estimate(self, potentials, loss_fn):
+            z = potentials.unary.argmax(-1)
+            loss = loss_fn(torch.nn.functional.one_hot(z, 2).float()[:, None])[:, 0]
+            return EstimatorResult(z=z, loss=loss.detach(), surrogate=loss.mean())
+
+    with pytest.raises(NonFiniteLossError, match="estimator 'test-plain'.* at the sample .*row 1"):
+        Plain()(_potentials(), _poisoned(math.nan))
+    est = Plain()
+    with pytest.raises(NonFiniteLossError, match="estimator 'test-plain'"):
+        est.finish(est.begin(_potentials()), _poisoned(math.inf))
