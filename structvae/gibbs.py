@@ -1,7 +1,7 @@
 """Exact Gibbs quantities of binary pairwise models by split ("meet-in-the-middle") enumeration.
 
 For binary potentials in the compact form ``h(z) = c + Σ_i a_i z_i + Σ_(i,j) w_ij z_i z_j``
-(:func:`structvae.solvers.exact._theta`), split the variables into ``A = {0..m-1}`` and
+(:meth:`structvae.Potentials.binary_form`), split the variables into ``A = {0..m-1}`` and
 ``C = {m..n-1}``. Then ``h(a, c) = s_A(a) + s_C(c) + aᵀ W c`` where ``s_A`` / ``s_C`` hold the
 terms inside each half (``2^m`` and ``2^(n-m)`` scores, one small matrix product each) and
 ``W [m, n-m]`` the couplings across. All ``2^n`` scores are then ``s_A ⊕ s_C + X_A W X_Cᵀ``:
@@ -16,52 +16,20 @@ kept for the backward pass.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from .potentials import Potentials
+from .solvers.enumeration import SPLIT_CHUNK_ELEMENTS as _CHUNK_ELEMENTS
+from .solvers.enumeration import block_scores as _block_scores
+from .solvers.enumeration import split_argmax, split_terms
 
 __all__ = ["binary_gibbs_kl", "split_argmax", "MAX_GIBBS_VARS"]
 
 MAX_GIBBS_VARS = 26
 """Largest ``n`` :func:`binary_gibbs_kl` accepts (``2^n`` scores per sample are formed)."""
-
-_CHUNK_ELEMENTS = 1 << 17  # scores per batch chunk (512 KiB in float32: stays in cache)
-
-
-@functools.lru_cache(maxsize=32)
-def _bits(m: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """All ``2^m`` assignments of ``m`` bits as rows, first variable most significant."""
-    a = torch.arange(2**m, device=device)
-    shifts = torch.arange(m - 1, -1, -1, device=device)
-    return ((a[:, None] >> shifts) & 1).to(dtype)
-
-
-def _block_scores(s_a, s_c, w, xa, xct, rows: slice) -> torch.Tensor:
-    """Scores ``[b, 2^m, 2^k]`` of every assignment for the batch rows ``rows`` (up to the
-    constant): entry ``[., a, c]`` is assignment ``a·2^k + c`` in lexicographic order."""
-    s = torch.matmul(xa, w[rows]) @ xct  # the cross terms aᵀ W c
-    s += s_a[rows, :, None]
-    s += s_c[rows, None, :]
-    return s
-
-
-def split_argmax(potentials: Potentials) -> torch.Tensor:
-    """Index ``[B]`` (lexicographic, as :func:`structvae.solvers.all_assignments`) of the
-    best of the ``2^n`` assignments of binary potentials, by split enumeration in batch chunks."""
-    n = potentials.num_vars
-    s_a, s_c, w, xa, xc = _split_terms(potentials, n // 2)
-    xct = xc.t()
-    B, cells = s_a.shape[0], s_a.shape[1] * s_c.shape[1]
-    step = max(1, _CHUNK_ELEMENTS // cells)
-    parts = [
-        _block_scores(s_a, s_c, w, xa, xct, slice(i, i + step)).flatten(1).argmax(1)
-        for i in range(0, B, step)
-    ]
-    return torch.cat(parts) if parts else s_a.new_zeros(0, dtype=torch.long)
 
 
 class _SplitGibbsKL(torch.autograd.Function):
@@ -104,28 +72,7 @@ class _SplitGibbsKL(torch.autograd.Function):
 
 
 def _split_terms(potentials: Potentials, m: int):
-    """``s_A [B, 2^m]``, ``s_C [B, 2^(n-m)]``, ``W [B, m, n-m]`` of the compact binary form."""
-    from .solvers.exact import _theta
-
-    theta, _ = _theta(potentials)  # the constant cancels in the KL
-    n, B = potentials.num_vars, potentials.batch_size
-    lin, quad = theta[:, :n], theta[:, n:]
-    xa, xc = _bits(m, theta.device, theta.dtype), _bits(n - m, theta.device, theta.dtype)
-    s_a = lin[:, :m] @ xa.t()
-    s_c = lin[:, m:] @ xc.t()
-    w = theta.new_zeros(B, m, n - m)
-    if potentials.has_edges:
-        e0, e1 = potentials.edges[:, 0], potentials.edges[:, 1]  # i < j
-        in_a, in_c = e1 < m, e0 >= m
-        cross = ~in_a & ~in_c
-        if in_a.any():
-            s_a = s_a + quad[:, in_a] @ (xa[:, e0[in_a]] * xa[:, e1[in_a]]).t()
-        if in_c.any():
-            s_c = s_c + quad[:, in_c] @ (xc[:, e0[in_c] - m] * xc[:, e1[in_c] - m]).t()
-        if cross.any():
-            rows = torch.arange(B, device=theta.device)[:, None]
-            w = w.index_put((rows, e0[cross][None], (e1[cross] - m)[None]), quad[:, cross])
-    return s_a, s_c, w, xa, xc
+    return split_terms(potentials, m)[:5]  # the constant cancels in the KL
 
 
 def binary_gibbs_kl(potentials: Potentials) -> torch.Tensor:
