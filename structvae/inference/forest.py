@@ -30,7 +30,11 @@ class ForestBackend(Backend):
 
     def __init__(self, potentials: Potentials) -> None:
         super().__init__(potentials)
-        self.schedule = cached_schedule(potentials, _WHO, "use backend 'split' or 'enumerate'")
+        self.schedule = (  # no edges: closed forms, no schedule (and no device sync)
+            cached_schedule(potentials, _WHO, "use backend 'split' or 'enumerate'")
+            if potentials.has_edges
+            else None
+        )
         self._cache: dict[bool, tuple[torch.Tensor, Marginals]] = {}
 
     @classmethod
@@ -119,4 +123,6 @@ class ForestBackend(Backend):
 
     @torch.no_grad()
     def argmax(self) -> torch.Tensor:
+        if self.schedule is None:
+            return self.p.unary.argmax(-1)
         return forest_argmax(self.p, self.schedule)
