@@ -16,16 +16,24 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 
-from ..estimators.base import Estimator
 from ..gibbs import binary_gibbs_kl
-from ..graphs import is_forest, make_edges
+from ..graphs import GRAPH_KINDS, is_forest, make_edges
 from ..gumbel import sample_gumbel
+from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
-from ..solvers.auto import auto_solver_name
-from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
+from ..solvers.exact import all_assignments
+from ..solvers.select import Structure, check_solver, default_solver_name, select
+from . import terms
+from .base import Encoded, Proposal
 
-__all__ = ["PairwiseBinaryLatents", "PAIRWISE_FAMILIES", "KL_CHOICES", "EXACT_KL_MAX_VARS"]
+__all__ = [
+    "PairwiseBinaryLatents",
+    "PAIRWISE_FAMILIES",
+    "KL_CHOICES",
+    "EXACT_KL_MAX_VARS",
+    "graph_option",
+]
 
 PAIRWISE_FAMILIES = ("supermodular", "general", "none")
 KL_CHOICES = ("auto", "exact", "factorised")
@@ -34,8 +42,9 @@ EXACT_KL_MAX_VARS = 20
 """Up to this many latents (without a forest) the Gibbs KL is computed by enumeration."""
 
 
-def _solver_name(solver: str | Solver) -> str:
-    return solver if isinstance(solver, str) else getattr(solver, "name", type(solver).__name__)
+def graph_option(default: str) -> Option:
+    """The ``graph`` option of models with pairwise couplings."""
+    return Option("graph", str, default, "the graph of the couplings", tuple(GRAPH_KINDS))
 
 
 class PairwiseBinaryLatents:
@@ -81,8 +90,8 @@ class PairwiseBinaryLatents:
             )
         exact = self.num_edges == 0 or (tractable and kl != "factorised")
         self.kl_kind = "exact-gibbs" if exact else "factorised-approx"
-        self.solver = get_solver(self.default_solver if solver is None else solver)
-        self.check_solver(self.solver)
+        self.solver = select(self.structure, solver)  # checked; the run may replace it
+        self._checked_solver: Solver | None = None
 
     # ------------------------------------------------------------ structure
     @property
@@ -94,61 +103,35 @@ class PairwiseBinaryLatents:
         return self.num_latents, 2
 
     @property
+    def structure(self) -> Structure:
+        """``n`` binary latents on :attr:`edges`; supermodular for ``pairwise="supermodular"``
+        (softplus couplings), what :func:`~structvae.solvers.select` decides from."""
+        edges = self.edges if self.num_edges else None
+        return Structure(self.num_latents, 2, edges, self.pairwise == "supermodular")
+
+    @property
     def default_solver(self) -> str:
         """``graphcut`` for supermodular couplings, the structural choice
         (:func:`~structvae.solvers.auto.auto_solver_name`: tree / exact / ilp) for general ones,
-        ``independent`` without edges."""
-        if self.num_edges == 0:
-            return "independent"
-        if self.pairwise == "supermodular":
-            return "graphcut"
-        return auto_solver_name(self.num_latents, 2, self.edges)
+        ``independent`` without edges (:func:`~structvae.solvers.select.default_solver_name`)."""
+        return default_solver_name(self.structure)
 
     def check_solver(self, solver: str | Solver) -> None:
         """Raise ``ValueError`` (before any training) when ``solver`` cannot maximise this model's
         potentials exactly: graph cut on general couplings (possibly negative: not
         supermodular), ``independent`` with edges, ``tree`` on a graph with a cycle,
-        ``exact`` above its enumeration limit. Custom solvers are not second-guessed."""
-        name = _solver_name(solver)
-        if isinstance(solver, str):
-            solver = get_solver(solver)  # unknown names raise, listing the available ones
-        n, E = self.num_latents, self.num_edges
-        where = f"{self.structure_label} (pairwise={self.pairwise!r}, n={n}, {E} edges)"
-        if E == 0:
-            return
-        if name == "graphcut" and self.pairwise != "supermodular":
-            raise ValueError(
-                f"solver 'graphcut' needs supermodular couplings (theta_ij >= 0), but {where} has "
-                "couplings of any sign; use pairwise='supermodular' (softplus couplings) or a "
-                f"solver for general potentials (default here: {self.default_solver!r})"
-            )
-        if name == "independent":
-            raise ValueError(
-                f"solver 'independent' ignores pairwise terms, but {where} has edges; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "tree" and not self._forest:
-            raise ValueError(
-                f"solver 'tree' needs a forest, but the graph of {where} has a cycle; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "exact":
-            limit = getattr(solver, "max_assignments", DEFAULT_MAX_ASSIGNMENTS)
-            if 2**n > limit:
-                raise ValueError(
-                    f"solver 'exact' enumerates 2^{n} assignments for {where}, above its limit "
-                    f"{limit}; use {self.default_solver!r}"
-                )
+        ``exact`` above its enumeration limit (:func:`~structvae.solvers.select.check_solver`)."""
+        where = (
+            f"{self.structure_label} (pairwise={self.pairwise!r}, n={self.num_latents}, "
+            f"{self.num_edges} edges)"
+        )
+        check_solver(self.structure, solver, who=where)
 
-    def use_model_solver(self, estimator: Estimator) -> None:
-        """Give an estimator whose ``solver`` is ``None`` this model's solver, and check the
-        estimator's solver with :meth:`check_solver` (once per solver)."""
-        if hasattr(estimator, "solver"):
-            if estimator.solver is None:
-                estimator.solver = self.solver
-            if getattr(self, "_checked_solver", None) is not estimator.solver:
-                self.check_solver(estimator.solver)
-                self._checked_solver = estimator.solver
+    def use_solver(self, solver: Solver) -> None:
+        """Adopt the run's solver (checked with :meth:`check_solver`) for samples,
+        reconstructions and estimators without a solver of their own."""
+        self.check_solver(solver)
+        self.solver = get_solver(solver)
 
     # ------------------------------------------------------------ potentials
     def couplings(self, raw: torch.Tensor) -> torch.Tensor:
@@ -171,6 +154,10 @@ class PairwiseBinaryLatents:
         g = sample_gumbel(p.unary.shape, device=p.device, dtype=p.dtype, generator=generator)
         return self.solver(p.perturb(g))
 
+    def sample_latents(self, enc: Encoded, generator=None) -> torch.Tensor:
+        """The evaluation sample: one perturb-max assignment (:meth:`perturb_max`)."""
+        return self.perturb_max(enc.potentials, generator)
+
     # ------------------------------------------------------------------ KL
     def kl(self, potentials: Potentials) -> torch.Tensor:
         """``[B]``: ``KL(q || uniform)`` for the Gibbs ``q(z) ∝ exp h(z)`` (``kl_kind ==
@@ -189,8 +176,7 @@ class PairwiseBinaryLatents:
 
     @staticmethod
     def _factorised_kl(p: Potentials) -> torch.Tensor:
-        logq = torch.log_softmax(p.unary, -1)
-        return (logq.exp() * logq).sum((-1, -2)) + p.num_vars * math.log(2)
+        return terms.categorical_kl(p.unary)
 
     @staticmethod
     def _forest_kl(p: Potentials) -> torch.Tensor:
@@ -220,6 +206,23 @@ class PairwiseBinaryLatents:
         """Whether the Gibbs q can be sampled and scored exactly (:meth:`proposal_samples`)."""
         return self.num_edges == 0 or self.num_latents <= self.exact_kl_max_vars
 
+    def iwae_unavailable(self) -> str:
+        return (
+            f"iwae_nll needs exact samples and probabilities of the Gibbs q, i.e. enumerating "
+            f"2^{self.num_latents} assignments, above the limit n <= {self.exact_kl_max_vars} "
+            "(exact_kl_max_vars); perturb-max samples cannot be used instead because their "
+            "probabilities are intractable"
+        )
+
+    def proposal(self, enc: Encoded, samples: int, generator=None) -> Proposal:
+        """The importance-sampling proposal: the Gibbs q (exact, by enumeration, cached in
+        ``enc.cache`` across chunks) where :attr:`iwae_available`, else the factorised q;
+        uniform prior ``2^-n``."""
+        z, log_q = self.proposal_samples(
+            enc.potentials, samples, generator, self.float_dtype, self.iwae_available, enc.cache
+        )
+        return Proposal(z, log_q, torch.full_like(log_q, -self.num_latents * math.log(2)))
+
     def proposal_samples(
         self,
         potentials: Potentials,
@@ -227,23 +230,25 @@ class PairwiseBinaryLatents:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         gibbs: bool = True,
+        cache: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``samples`` exact draws per row and their exact log-probabilities.
 
         ``gibbs=True`` with edges: the Gibbs ``q ∝ exp h`` by enumerating the ``2^n``
         assignments; otherwise the factorised ``Π_i Bernoulli(sigmoid θ_i)`` (unaries only; the
         Gibbs q itself when there are no edges). Returns long ``z [B, S, n]`` and ``log q
-        [B, S]`` (``dtype``). Either is a valid importance-sampling proposal.
+        [B, S]`` (``dtype``). Either is a valid importance-sampling proposal. ``cache``: a dict
+        keeping the enumerated Gibbs table between calls on the same potentials.
         """
-        B, n = potentials.batch_size, potentials.num_vars
-        dev = potentials.device
+        n, dev = potentials.num_vars, potentials.device
         if gibbs and potentials.has_edges:
-            s = enumerate_scores(potentials).to(dtype)
-            logq_all = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
+            cache = {} if cache is None else cache
+            if "gibbs_log_q" not in cache:
+                s = enumerate_scores(potentials).to(dtype)
+                cache["gibbs_log_q"] = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
+            logq_all = cache["gibbs_log_q"]
             idx = torch.multinomial(logq_all.exp(), samples, replacement=True, generator=generator)
             return all_assignments(n, 2, device=dev)[idx], logq_all.gather(1, idx)
-        table = torch.log_softmax(potentials.unary.to(dtype), -1)  # [B, n, 2]
-        g = sample_gumbel((B, samples, n, 2), device=dev, dtype=dtype, generator=generator)
-        z = (table[:, None] + g).argmax(-1)
-        log_q = table[:, None].expand(B, samples, n, 2).gather(-1, z[..., None])
-        return z, log_q.squeeze(-1).sum(-1)
+        table = potentials.unary.detach().to(dtype)  # [B, n, 2]
+        z = terms.gumbel_max(table, samples, generator)
+        return z, terms.categorical_log_prob(table, z)
