@@ -226,6 +226,12 @@ def test_backend_choice_limits_and_errors():
     assert Gibbs(small_cycle).backend == "enumerate"
     with pytest.raises(ValueError, match="forest: sum-product needs a forest"):
         Gibbs(small_cycle, backend="forest")
+    tri = Potentials(
+        torch.randn(1, 5, 3), torch.tensor([[0, 1], [1, 2], [0, 2]]), torch.randn(1, 3, 3, 3)
+    )  # E < n, and still a cycle
+    with pytest.raises(ValueError, match=r"forest: .*cycle through edge \(0, 1\)"):
+        Gibbs(tri, backend="forest")
+    assert Gibbs(tri).backend == "enumerate"
     with pytest.raises(ValueError, match="split: split enumeration needs K = 2"):
         Gibbs(small_cycle, backend="split")
     with pytest.raises(ValueError, match="above max_assignments = 20"):
