@@ -7,6 +7,7 @@ from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, m
 from .gumbel import gumbel_like, sample_gumbel
 from .potentials import Potentials
 from .solvers import Solver, available_solvers, get_solver, register
+from .training.loading import load_model
 
 __version__ = "0.1.0"
 
@@ -30,4 +31,5 @@ __all__ = [
     "get_solver",
     "register",
     "available_solvers",
+    "load_model",
 ]
