@@ -10,6 +10,7 @@ solver instance to the model and, when it ``uses_solver``, to the estimator.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +24,20 @@ from ..estimators.schedules import Constant, ExponentialDecay, paper_temperature
 from ..models import available_models, build_model
 from ..solvers.pool import SolverPool, check_workers
 from ..solvers.select import select
-from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig
+from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig, identity_fields
 from .rng import _seed_everything
 from .specs import convert_options, estimator_options, model_options, parse_spec
 
-__all__ = ["RunParts", "check_config", "build_estimator", "resolve_specs", "build_run_model"]
+__all__ = [
+    "RunParts",
+    "check_config",
+    "build_estimator",
+    "resolve_specs",
+    "spec_fields",
+    "build_run_model",
+    "run_identity",
+    "resume_mismatch",
+]
 
 #: Flat ``TrainConfig`` fields that are model options (``--pairwise`` …), passed to a model
 #: that declares them.
@@ -103,11 +113,51 @@ def resolve_specs(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} is given twice: --{name.replace('_', '-')} {old} and {value}")
         changes[name] = value
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in ("model_options", "estimator_options"):
+    for key, declared, kind in (
+        ("model_options", model_options, "model"),
+        ("estimator_options", estimator_options, "estimator"),
+    ):
         clash = sorted(set(changes[key]) & fields)
         if clash:
             raise ValueError(f"give {clash[0]} as --{clash[0].replace('_', '-')}, not in {key}")
+        name = changes[kind]
+        changes[key] = convert_options(changes[key], declared(name), f"{kind} {name!r}")
     return dataclasses.replace(config, **changes)
+
+
+def run_identity(config: TrainConfig) -> dict:
+    """What a resumption must match: every identity field of ``config`` (resolved specs), in
+    JSON form (a tuple equals the list ``config.json`` holds); of ``model_options`` /
+    ``estimator_options`` only the options declared with ``identity=True`` (or unknown)."""
+    out = {}
+    for name in identity_fields():
+        value = getattr(config, name)
+        if name in ("model_options", "estimator_options"):
+            try:
+                declared = (model_options if name == "model_options" else estimator_options)(
+                    config.model if name == "model_options" else config.estimator
+                )
+            except ValueError:  # a plugin that is not registered in this process
+                declared = ()
+            free = {o.name for o in declared if not o.identity}
+            value = {k: v for k, v in value.items() if k not in free}
+        out[name] = json.loads(json.dumps(value, default=str))
+    return out
+
+
+def resume_mismatch(saved: TrainConfig, config: TrainConfig) -> tuple[str, object, object] | None:
+    """``(what, saved value, new value)`` of the first identity field where ``config`` differs
+    from the run it resumes (both with specs resolved), else None. ``what`` is the field name,
+    or ``"model_options:KEY"`` / ``"estimator_options:KEY"`` for one option of those."""
+    a, b = run_identity(saved), run_identity(config)
+    for name in a:
+        if a[name] == b[name]:
+            continue
+        if isinstance(a[name], dict) and isinstance(b[name], dict):
+            key = next(k for k in sorted({*a[name], *b[name]}) if a[name].get(k) != b[name].get(k))
+            return f"{name}:{key}", a[name].get(key), b[name].get(key)
+        return name, a[name], b[name]
+    return None
 
 
 # ------------------------------------------------------------------------- estimator

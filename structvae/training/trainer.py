@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..guard import sigterm_as_interrupt, train_step
 from .artefacts import _RECON_IMAGES, _fixed_images, _plot_curves, _save_images
-from .build import _device, _labelled_subset, _load_data, check_config
+from .build import _device, _labelled_subset, _load_data, check_config, resume_mismatch
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig, identity_fields
+from .config import TrainConfig
 from .evaluation import _evaluate_model
 from .rng import _epoch_seed, _rng_state, _set_rng_state
 from .rundir import (
@@ -218,14 +218,13 @@ class Trainer:
     def _resume(self, ckpt: dict) -> None:
         """Restore the model, optimizer, estimator, counters and RNG states from ``ckpt``."""
         out = self.out
-        saved = TrainConfig.from_dict(ckpt.get("config", {}))
-        for name in identity_fields():
-            a, b = getattr(saved, name), getattr(self.config, name)
-            if a != b:
-                raise ValueError(
-                    f"cannot resume {out}: {name} was {a!r} in that run, now {b!r}; "
-                    "use the same settings (epochs, max_steps and device may change)"
-                )
+        clash = resume_mismatch(TrainConfig.from_dict(ckpt.get("config", {})), self.config)
+        if clash is not None:
+            name, was, now = clash
+            raise ValueError(
+                f"cannot resume {out}: {name} was {was!r} in that run, now {now!r}; "
+                "use the same settings (epochs, max_steps and device may change)"
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
