@@ -98,7 +98,7 @@ class TrainConfig:
             training split only) keeps its labels; every step takes one unlabelled batch of
             ``batch_size`` from the whole training split (labelled images included, ``y = -1``)
             plus one labelled batch of ``labelled_batch_size`` (default ``batch_size``, at most
-            ``labels``), cycled and re-shuffled (:mod:`structvae.semisup_data`). ``None``:
+            ``labels``), cycled and re-shuffled (:mod:`structvae.data.semisup`). ``None``:
             every training label is passed to such models (fully supervised).
         label_eps: ε of direct's labelled rows (z_ε = label); default 0.01 with ``labels``.
         alpha: the labelled rows' cross-entropy weight for estimators without label support

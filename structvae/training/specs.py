@@ -117,7 +117,7 @@ def estimator_options(name: str) -> tuple[Option, ...]:
     """The options the registered estimator ``name`` declares (``ValueError``: unknown name)."""
     from ..estimators.base import _REGISTRY
 
-    return _declared(_lookup(_REGISTRY, name))
+    return _declared(_REGISTRY.get(name))
 
 
 def model_options(name: str) -> tuple[Option, ...]:
@@ -128,7 +128,7 @@ def model_options(name: str) -> tuple[Option, ...]:
     """
     from ..models import MODELS
 
-    return _declared(_lookup(MODELS, name))
+    return _declared(MODELS.get(name))
 
 
 def _declared(factory) -> tuple[Option, ...]:
@@ -136,9 +136,3 @@ def _declared(factory) -> tuple[Option, ...]:
     options = getattr(owner, "options", ())
     return tuple(o for o in options if isinstance(o, Option))
 
-
-def _lookup(registry, name: str):
-    """The factory registered as ``name`` (the registry's own message for an unknown name)."""
-    if name not in registry:
-        registry.build(name)  # raises "unknown <kind> ...; available: ..."
-    return registry._factories[name]
