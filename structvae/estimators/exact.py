@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..inference import Gibbs
+from ..options import Option
 from ..potentials import Potentials
 from .base import Estimator, EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 
@@ -28,6 +29,10 @@ class ExactEstimator(Estimator):
     name = "exact"
     supports_edges = True
     unbiased = True
+    options = (
+        Option("max_assignments", int, 1024, "refuse spaces of more than this many assignments"),
+        Option("chunk_size", int, 512, "candidates per loss_fn call", identity=False),
+    )
 
     def __init__(self, max_assignments: int = 1024, chunk_size: int = 512) -> None:
         super().__init__()
