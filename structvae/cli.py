@@ -218,13 +218,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_gradients_args(p)
     sub.add_parser("estimators", help="list the gradient estimators")
+    _add_run_flags(parser, sub)
     return parser
 
 
+def _add_run_flags(parser: argparse.ArgumentParser, sub) -> None:
+    """``--debug`` everywhere; ``--threads`` on train and evaluate; ``--no-quiet`` on train."""
+    debug = "show the full traceback of an error instead of the one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for p in sub.choices.values():  # after the command too: `structvae train --debug`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+    for name in ("train", "evaluate"):
+        sub.choices[name].add_argument(
+            "--threads",
+            type=int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help="torch's CPU threads for this process (default: torch's own choice, usually one "
+            "per core; on a shared or busy machine 1 is often fastest)",
+        )
+    sub.choices["train"].add_argument(
+        "--no-quiet",
+        dest="quiet",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="progress output even when resuming a run trained with --quiet",
+    )
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads N`` (checked) before any torch work."""
+    n = getattr(args, "threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be a positive integer, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .data import DatasetCorruptError, DatasetNotFoundError
-    from .errors import SolverError
-    from .train import CheckpointError, TrainConfig, _auto_out, check_config, train
+    from .train import TrainConfig, _auto_out, check_config, train
 
     parser = args.subparser  # errors read "structvae train: error: ..."
     given = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
@@ -236,7 +271,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"--resume: {out / 'last.pt'} does not exist, nothing to resume")
         cfg_path = out / "config.json"
         if cfg_path.is_file():
-            saved = json.loads(cfg_path.read_text())
+            saved = _read_run_config(cfg_path)
+            saved.pop("quiet", None)  # how this invocation reports, not part of the run
             merged = {k: v for k, v in saved.items() if k in fields}
             for k, v in given.items():
                 if k in fields and k in merged and merged[k] != v and k not in _RESUME_MAY_CHANGE:
@@ -252,21 +288,26 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ValueError as e:
         parser.error(str(e))
     try:
-        train(config)
-    except (DatasetNotFoundError, DatasetCorruptError) as e:
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
-    except CheckpointError as e:
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
-    except (FloatingPointError, SolverError) as e:  # NaN/inf at a step, a failing solver
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
+        train(config)  # its errors become one line in main()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
         if config.quiet:
             print("structvae train: interrupted; continue with --resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _read_run_config(path: Path) -> dict:
+    """A run folder's ``config.json``; a damaged one is a one-line ``ValueError``."""
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is damaged ({e}); restore it from a copy, or start the run afresh "
+            "in another --out"
+        ) from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} does not hold a structvae configuration (not a JSON object)")
+    return saved
 
 
 _RESUME_MAY_CHANGE = {
@@ -288,28 +329,42 @@ _RESUME_MAY_CHANGE = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``structvae`` console script; returns the exit status."""
+    """Entry point of the ``structvae`` console script; returns the exit status.
+
+    An error becomes one line ``structvae <command>: error: …`` on stderr (exit status 1)
+    saying what to do; ``--debug`` shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    try:
+        _set_threads(args)
+        return _dispatch(parser, args)
+    except Exception as e:
+        if getattr(args, "debug", False):
+            raise
+        from .failures import describe
+
+        print(f"structvae {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command."""
     if args.command == "train":
         return _train(parser, args)
     if args.command == "evaluate":
-        from .train import CheckpointError, evaluate
+        from .train import evaluate
 
-        try:
-            res = evaluate(
-                args.run,
-                split=args.split,
-                samples=args.samples,
-                checkpoint=args.checkpoint,
-                device=args.device,
-            )
-        except (FileNotFoundError, CheckpointError, ValueError) as e:
-            print(f"structvae evaluate: error: {e}", file=sys.stderr)
-            return 1
+        res = evaluate(
+            args.run,
+            split=args.split,
+            samples=args.samples,
+            checkpoint=args.checkpoint,
+            device=args.device,
+        )
         print(json.dumps(res, indent=2))
         return 0
     if args.command == "gradients":
