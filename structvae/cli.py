@@ -260,18 +260,21 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .train import TrainConfig, _auto_out, check_config, train
+    from .training.rundir import check_out_name, read_run_config
 
     parser = args.subparser  # errors read "structvae train: error: ..."
     given = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in given.items() if k in fields})
+    if config.out is not None:
+        check_out_name(config.out)  # '' would be the current folder
     if config.resume:
         out = Path(config.out) if config.out is not None else _auto_out(config)
         if not (out / "last.pt").is_file():
             parser.error(f"--resume: {out / 'last.pt'} does not exist, nothing to resume")
         cfg_path = out / "config.json"
         if cfg_path.is_file():
-            saved = _read_run_config(cfg_path)
+            saved = read_run_config(cfg_path)
             saved.pop("quiet", None)  # how this invocation reports, not part of the run
             merged = {k: v for k, v in saved.items() if k in fields}
             for k, v in given.items():
@@ -287,6 +290,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         check_config(config)
     except ValueError as e:
         parser.error(str(e))
+    if config.resume and _say_finished(out, config.epochs):
+        return 0
     try:
         train(config)  # its errors become one line in main()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
@@ -296,18 +301,21 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_run_config(path: Path) -> dict:
-    """A run folder's ``config.json``; a damaged one is a one-line ``ValueError``."""
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"{path} is damaged ({e}); restore it from a copy, or start the run afresh "
-            "in another --out"
-        ) from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path} does not hold a structvae configuration (not a JSON object)")
-    return saved
+def _say_finished(out: Path, epochs: int) -> bool:
+    """``--resume`` of a run that has trained all its epochs: say so (True), evaluate nothing."""
+    from .training.rundir import finished_run
+
+    done = finished_run(out, epochs)
+    if done is None:
+        return False
+    loss = done.get("test_loss")
+    loss_text = f", test loss {loss:.2f}" if isinstance(loss, (int, float)) else ""
+    print(
+        f"structvae train: {out} is finished ({done.get('epochs')} epochs{loss_text}); nothing "
+        f"to do: pass --epochs above {done.get('epochs')} to train it further, or run "
+        f"`structvae evaluate {out}`"
+    )
+    return True
 
 
 _RESUME_MAY_CHANGE = {

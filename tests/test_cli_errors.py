@@ -82,20 +82,65 @@ def test_threads_is_checked_and_applied(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_damaged_config_json_is_one_line_for_resume(tmp_path):
+def error_line(proc, command: str = "train") -> str:
+    """The error line of a command refused at argument checking (exit 2, after the usage)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"structvae {command}: error: "), lines
+    return lines[0]
+
+
+def test_unavailable_device_is_one_line(tmp_path):
+    line = error_line(cli("train", "--device", "mps", "--quiet", cwd=tmp_path))
+    assert "--device mps is not available on this machine" in line and "--device cpu" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_config_json_is_one_line(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text('{"dataset": "mnist-sa')
     (run / "last.pt").write_bytes(b"")
     line = one_line_error(cli("train", "--resume", "--out", run, cwd=tmp_path))
     assert "config.json is damaged" in line and "afresh" in line
+    line = one_line_error(cli("evaluate", run, cwd=tmp_path), "evaluate")
+    assert "config.json is damaged" in line
 
 
 @pytest.mark.parametrize("case", ["damaged", "not-an-object"])
 def test_damaged_config_json_message(tmp_path, case):
-    from structvae.cli import _read_run_config
+    from structvae.training.rundir import RunFolderError, read_run_config
 
     path = tmp_path / "config.json"
     path.write_text("{" if case == "damaged" else json.dumps([1, 2]))
-    with pytest.raises(ValueError, match="config.json"):
-        _read_run_config(path)
+    with pytest.raises(RunFolderError, match="config.json"):
+        read_run_config(path)
+
+
+def test_full_disk_is_one_line_naming_the_checkpoint(tmp_path):
+    """Checkpoint temporaries are opened on /dev/full: the kernel's own ENOSPC mid-write."""
+    run = tmp_path / "run"
+    proc = cli("train", *TINY, "--epochs", "1", "--quiet", "--out", run, cwd=tmp_path,
+               fault=f"enospc:{run}")  # fmt: skip
+    line = one_line_error(proc)
+    assert "no space left on the device holding" in line and "--resume" in line
+    assert str(run / "best.pt") in line or str(run / "last.pt") in line
+    assert "enforce fail" not in line and "unexpected pos" not in line
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]  # no temporary left
+
+
+def test_eval_samples_zero_skips_the_iwae_in_train_and_evaluate(tmp_path, capsys):
+    run = tmp_path / "run"
+    proc = cli("train", *TINY[:-2], "--eval-samples", "0", "--epochs", "1", "--out", run,
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "IWAE NLL (0 samples) skipped" in proc.stdout
+    res = json.loads((run / "results.json").read_text())
+    assert res["iwae_samples"] == 0 and res["test_iwae_nll"] is None
+    assert main(["evaluate", str(run), "--samples", "0"]) == 0  # the same meaning: skip
+    ev = json.loads(capsys.readouterr().out)
+    assert "iwae_nll" not in ev and ev["loss"] == pytest.approx(res["test_loss"], rel=1e-6)
+    with pytest.raises(SystemExit):
+        main(["train", "--eval-samples", "-1"])
+    assert "--eval-samples must be 0 (skip the IWAE evaluation) or more" in capsys.readouterr().err

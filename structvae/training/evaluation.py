@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from .build import _device, _load_data, _model_options
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .rng import _eval_generator, _reset_binarization
+from .rundir import read_run_config
 
 
 @torch.no_grad()
@@ -79,7 +79,7 @@ def evaluate(
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a structvae run folder")
-    config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    config = TrainConfig.from_dict(read_run_config(cfg_path))  # a damaged file: one line
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     dev = _device(device or config.device)

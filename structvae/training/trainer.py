@@ -28,12 +28,12 @@ from .config import _IDENTITY_FIELDS, TrainConfig
 from .evaluation import _evaluate_model
 from .rng import _epoch_seed, _rng_state, _seed_everything, _set_rng_state
 from .rundir import (
-    _ARTIFACTS,
     METRIC_FIELDS,
     _append_metrics,
     _resolve_out,
     _write_json,
     _write_metrics,
+    claim_run_folder,
 )
 
 
@@ -89,6 +89,11 @@ def train(config: TrainConfig) -> dict:
     start_epoch, iteration, elapsed = 0, 0, 0.0
     best_val, best_epoch = math.inf, None
     history: list[dict] = []
+    lock = (
+        claim_run_folder(out, resume=config.resume, overwrite=config.overwrite)
+        if ctx.is_main
+        else None
+    )
     if config.resume:
         ckpt = load_checkpoint(out / "last.pt")
         saved = TrainConfig.from_dict(ckpt.get("config", {}))
@@ -119,10 +124,7 @@ def train(config: TrainConfig) -> dict:
         if ctx.is_main:
             _write_metrics(out, history)
         log(f"resuming {out} at epoch {start_epoch + 1} (iteration {iteration})")
-    elif ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in _ARTIFACTS:
-            (out / name).unlink(missing_ok=True)
+    elif ctx.is_main:  # claim_run_folder removed the previous run's artefacts
         _write_metrics(out, history)
     if ctx.is_main:
         _write_json(out / "config.json", config.to_dict())
@@ -320,7 +322,7 @@ def train(config: TrainConfig) -> dict:
         "test_loss": test["loss"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
-        "test_iwae_nll": test["iwae_nll"],
+        "test_iwae_nll": test.get("iwae_nll"),  # None: skipped (eval_samples 0) or intractable
         "iwae_samples": config.eval_samples,
         # what test_loss is: the KL it adds, and whether it estimates a bound on -log p(x)
         "kl_kind": getattr(model, "kl_kind", None),
@@ -340,8 +342,10 @@ def train(config: TrainConfig) -> dict:
     if config.labels is not None:
         results["labels"] = config.labels
     _write_json(out / "results.json", results)
-    iwae = test["iwae_nll"]
+    lock.release()
+    iwae = test.get("iwae_nll")
     iwae_text = "n/a (intractable)" if iwae is None else f"{iwae:.2f}"
+    iwae_text = iwae_text if config.eval_samples else "skipped (--eval-samples 0)"
     bound = "" if results["test_loss_is_bound"] is not False else " (not a bound)"
     kind = f", KL {results['kl_kind']}" if results["kl_kind"] else ""
     log(
