@@ -78,7 +78,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return _describe_os_error(exc)
     msg = _one_line(str(exc))
-    if isinstance(exc, (ValueError, FloatingPointError, SolverError)) or type(exc).__name__ in _OWN:
+    own = isinstance(
+        exc, (ValueError, FloatingPointError, SolverError, OSError)
+    )  # OSError: no errno
+    if own or type(exc).__name__ in _OWN:
         return msg
     os_err = os_error_in_chain(exc)  # e.g. torch.save's RuntimeError caused by ENOSPC
     if os_err is not None:

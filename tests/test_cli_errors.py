@@ -103,19 +103,9 @@ def test_damaged_config_json_is_one_line(tmp_path):
     (run / "config.json").write_text('{"dataset": "mnist-sa')
     (run / "last.pt").write_bytes(b"")
     line = one_line_error(cli("train", "--resume", "--out", run, cwd=tmp_path))
-    assert "config.json is damaged" in line and "afresh" in line
+    assert "config.json is not a structvae run configuration" in line
     line = one_line_error(cli("evaluate", run, cwd=tmp_path), "evaluate")
-    assert "config.json is damaged" in line
-
-
-@pytest.mark.parametrize("case", ["damaged", "not-an-object"])
-def test_damaged_config_json_message(tmp_path, case):
-    from structvae.training.rundir import RunFolderError, read_run_config
-
-    path = tmp_path / "config.json"
-    path.write_text("{" if case == "damaged" else json.dumps([1, 2]))
-    with pytest.raises(RunFolderError, match="config.json"):
-        read_run_config(path)
+    assert "config.json is not a structvae run configuration" in line
 
 
 def test_full_disk_is_one_line_naming_the_checkpoint(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_errors import ROOT, TINY, cli, one_line_error
+from test_cli_errors import ROOT, TINY, cli, error_line, one_line_error
 
 from structvae.cli import main
 from structvae.training.checkpoints import CheckpointError, load_checkpoint
@@ -51,7 +51,7 @@ def test_unrelated_files_are_never_overwritten(tmp_path):
 
 
 def test_empty_out_is_refused(tmp_path):
-    line = one_line_error(cli("train", "--epochs", "1", "--out", "", cwd=tmp_path))
+    line = error_line(cli("train", "--epochs", "1", "--out", "", cwd=tmp_path))  # exit 2
     assert "--out '' names no folder" in line
     assert list(tmp_path.iterdir()) == []
 

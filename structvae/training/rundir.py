@@ -204,20 +204,6 @@ def claim_run_folder(out: Path, *, resume: bool = False, overwrite: bool = False
     return lock
 
 
-def read_run_config(path: Path) -> dict:
-    """A run folder's ``config.json``; a damaged one is a one-line :class:`RunFolderError`."""
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunFolderError(
-            f"{path} is damaged ({e}); restore it from a copy, or start the run afresh "
-            "in another --out"
-        ) from None
-    if not isinstance(saved, dict):
-        raise RunFolderError(f"{path} does not hold a structvae configuration (not a JSON object)")
-    return saved
-
-
 def finished_run(out: Path, epochs: int) -> dict | None:
     """The results of the run in ``out`` if it has trained ``epochs`` epochs and been
     evaluated (``results.json``), else None."""
