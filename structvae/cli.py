@@ -355,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     parser = build_parser()
     args = parser.parse_args(argv)
-    late = [*args.global_imports, *getattr(args, "imports", [])]  # e.g. abbreviated --imp
-    if not _load_plugins(late, args.command):
+    plugin_args = vars(args)  # the subcommands never see --import: it is done here
+    late = [*plugin_args.pop("global_imports", []), *plugin_args.pop("imports", [])]
+    if not _load_plugins(late, args.command):  # e.g. an abbreviated --imp the scan missed
         return 1
     if args.command is None:
         parser.print_help(sys.stderr)
