@@ -9,7 +9,6 @@ structvae evaluate runs/x --samples 1000
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,158 +26,231 @@ def _first_line(build, name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+_S = argparse.SUPPRESS  # unset flags stay absent, so --resume can fill them from the run
 
-    d = TrainConfig()
-    S = argparse.SUPPRESS  # unset flags stay absent, so --resume can fill them from the run
+
+def _declared(name: str) -> tuple[tuple | None, str, list[str]]:
+    """``(choices, help, models)`` of the model option ``name`` from the registered models'
+    declarations (:class:`~structvae.options.Option`): the union of their choices (None when
+    one of them allows any value), the first help line, the models that declare it."""
+    from .models import available_models
+    from .training.specs import model_options
+
+    choices: list | None = []
+    help_text, models = "", []
+    for m in available_models():
+        for o in model_options(m):
+            if o.name != name:
+                continue
+            models.append(m)
+            help_text = help_text or o.help
+            if o.choices is None or choices is None:
+                choices = None
+            else:
+                choices += [c for c in o.choices if c not in choices]
+    return (tuple(choices) if choices else None), help_text, models
+
+
+def _add_model_option(g, name: str, extra: str = "") -> None:
+    """``--name`` for the model option ``name``, its choices and help from the declarations."""
+    choices, help_text, models = _declared(name)
+    g.add_argument(
+        f"--{name}",
+        default=_S,
+        choices=choices,
+        help=f"{' / '.join(models) or 'no'} model{'s' if len(models) > 1 else ''}: {help_text}"
+        + extra,
+    )
+
+
+def _add_data_args(p: argparse.ArgumentParser, d) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=S, help=f"dataset name (default {d.dataset})")
-    g.add_argument("--data-root", default=S, help="folder holding the dataset files")
-    g.add_argument("--download", action="store_true", default=S, help="download missing files")
+    g.add_argument("--dataset", default=_S, help=f"dataset name (default {d.dataset})")
+    g.add_argument("--data-root", default=_S, help="folder holding the dataset files")
+    g.add_argument("--download", action="store_true", default=_S, help="download missing files")
+    from .data import BINARIZE_MODES
+
     g.add_argument(
         "--binarize",
-        default=S,
-        choices=("fixed", "dynamic", "none"),
+        default=_S,
+        choices=BINARIZE_MODES,
         help=f"binarisation (default {d.binarize})",
     )
-    g.add_argument("--split-seed", type=int, default=S, help="seed of the validation split")
+    g.add_argument("--split-seed", type=int, default=_S, help="seed of the validation split")
     g.add_argument(
         "--attributes",
-        default=S,
+        default=_S,
         help="celeba: comma-separated attributes, or 'all' (default Eyeglasses,Smiling,Male)",
     )
     g.add_argument(
         "--label-fraction",
         type=float,
-        default=S,
+        default=_S,
         help="celeba: fraction of training images that keep their attribute labels (default 1)",
     )
-    g = p.add_argument_group("model and estimator")
-    g.add_argument("--model", default=S, help=f"model (default {d.model})")
+
+
+def _add_model_args(p: argparse.ArgumentParser, d) -> None:
+    g = p.add_argument_group(
+        "model and estimator",
+        "--model and --estimator take specs with options: --model structured:pairwise=general, "
+        "--estimator direct:eps=0.1,solver=ilp (the options each declares; an option with a "
+        "flag of its own, e.g. --eps, is the same option)",
+    )
+    g.add_argument("--model", default=_S, help=f"model or model spec (default {d.model})")
     g.add_argument(
         "--latent",
-        default=S,
+        default=_S,
         help=f"latent spec: NxK for categorical (default {d.latent}), N binary latents for structured",
     )
+    _add_model_option(g, "pairwise")
+    _add_model_option(g, "graph", " (complete | chain | grid | tree | none)")
+    _add_model_option(g, "kl")
     g.add_argument(
-        "--pairwise",
-        default=S,
-        choices=("supermodular", "general", "none"),
-        help="structured / celeba model: coupling family (default supermodular / none)",
-    )
-    g.add_argument(
-        "--graph",
-        default=S,
-        help="structured model: complete | chain | grid | tree | none (default complete)",
-    )
-    g.add_argument(
-        "--kl",
-        default=S,
-        choices=("auto", "exact", "factorised"),
-        help="structured model: the KL trained and reported: exact Gibbs KL where tractable "
-        "(auto, default), exact (error if intractable) or factorised (the paper's, cheapest)",
+        "--model-opt",
+        action="append",
+        default=_S,
+        metavar="KEY=VALUE",
+        help="an option the model declares (repeatable, or comma-separated): "
+        "--model-opt hidden=400 (a registered model's own options, too)",
     )
     g.add_argument(
         "--estimator",
-        default=S,
-        help=f"gradient estimator (default {d.estimator}); see `structvae estimators`",
+        default=_S,
+        help=f"gradient estimator or spec (default {d.estimator}); see `structvae estimators`",
+    )
+    g.add_argument(
+        "--estimator-opt",
+        action="append",
+        default=_S,
+        metavar="KEY=VALUE",
+        help="an option the estimator declares (repeatable): --estimator-opt samples=4",
     )
     g.add_argument(
         "--solver",
-        default=S,
-        help="arg-max solver for direct (default: by structure); see `structvae solvers`",
+        default=_S,
+        help="the run's arg-max solver, for the model and direct (default: by structure); "
+        "see `structvae solvers`",
     )
     g.add_argument(
         "--eps",
         type=float,
-        default=S,
+        default=_S,
         help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1; "
         "1 is the paper's schedule, which under a trained KL leaves the encoder near uniform)",
     )
     g.add_argument(
         "--temperature",
         type=float,
-        default=S,
+        default=_S,
         help="tau0 of the Gumbel-softmax schedule max(tau0*exp(-1e-5 t), min(0.1, tau0)) (default 1)",
     )
+
+
+def _add_semisupervised_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("semi-supervised (--model semisupervised)")
     g.add_argument(
         "--labels",
         type=int,
-        default=S,
+        default=_S,
         help="keep the labels of a balanced subset of this many training images (N/K per class); "
         "each step adds a labelled batch to the unlabelled one",
     )
     g.add_argument(
         "--label-eps",
         type=float,
-        default=S,
+        default=_S,
         help="direct: eps of labelled rows, whose z_eps is the label (default 0.01)",
     )
     g.add_argument(
         "--alpha",
         type=float,
-        default=S,
+        default=_S,
         help="labelled cross-entropy weight for estimators without label support, e.g. "
         "gumbel-softmax (default 100 = 1/0.01)",
     )
     g.add_argument(
         "--labelled-batch-size",
         type=int,
-        default=S,
+        default=_S,
         help="labelled rows per step (default: --batch-size, at most --labels)",
     )
+
+
+def _add_optimisation_args(p: argparse.ArgumentParser, d) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=S, help=f"epochs (default {d.epochs})")
-    g.add_argument("--batch-size", type=int, default=S, help=f"batch size (default {d.batch_size})")
-    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {d.lr})")
-    g.add_argument("--seed", type=int, default=S, help=f"random seed (default {d.seed})")
-    g.add_argument("--max-steps", type=int, default=S, help="stop after this many steps in total")
+    g.add_argument("--epochs", type=int, default=_S, help=f"epochs (default {d.epochs})")
+    g.add_argument(
+        "--batch-size", type=int, default=_S, help=f"batch size (default {d.batch_size})"
+    )
+    g.add_argument("--lr", type=float, default=_S, help=f"Adam learning rate (default {d.lr})")
+    g.add_argument("--seed", type=int, default=_S, help=f"random seed (default {d.seed})")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=_S,
+        help="this call's budget: stop after this many steps (a mid-epoch checkpoint; "
+        "--resume continues exactly)",
+    )
     g.add_argument(
         "--max-time",
         type=float,
-        default=S,
+        default=_S,
         dest="max_time_s",
-        help="stop after this many training seconds (the last epoch is cut short and validated)",
+        help="this call's budget in training seconds (the cut epoch is validated; --resume "
+        "continues exactly)",
     )
+
+
+def _add_run_args(p: argparse.ArgumentParser, d) -> None:
     g = p.add_argument_group("run")
     g.add_argument(
-        "--device", default=S, help=f"torch device: cpu, cuda, cuda:1 … (default {d.device})"
+        "--device", default=_S, help=f"torch device: cpu, cuda, cuda:1 … (default {d.device})"
     )
     g.add_argument(
         "--out",
-        default=S,
+        default=_S,
         help="run folder (default runs/<dataset>-<model>-<latent>-<estimator>-seed<seed>)",
     )
-    g.add_argument("--resume", action="store_true", default=S, help="continue from OUT/last.pt")
+    g.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/last.pt")
     g.add_argument(
-        "--overwrite", action="store_true", default=S, help="replace an existing run in OUT"
+        "--overwrite", action="store_true", default=_S, help="replace an existing run in OUT"
     )
     g.add_argument(
         "--eval-samples",
         type=int,
-        default=S,
+        default=_S,
         help=f"IWAE samples at the final evaluation (default {d.eval_samples})",
     )
-    g.add_argument("--log-every", type=int, default=S, help="progress-bar refresh, in steps")
-    g.add_argument("--num-workers", type=int, default=S, help=argparse.SUPPRESS)
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
+    g.add_argument("--log-every", type=int, default=_S, help="progress-bar refresh, in steps")
+    g.add_argument("--num-workers", type=int, default=_S, help=argparse.SUPPRESS)
+    g.add_argument("--quiet", action="store_true", default=_S, help="no progress output")
     g = p.add_argument_group("faults and parallelism")
     g.add_argument(
         "--skip-nonfinite",
         action="store_true",
-        default=S,
+        default=_S,
         help="skip a batch with NaN/inf potentials, losses or gradients (counted in the metrics' "
         "'skipped') instead of stopping",
     )
     g.add_argument(
         "--solver-workers",
         type=int,
-        default=S,
+        default=_S,
         help="threads for CPU solvers: z* is solved there while the KL is computed (default 0: "
         "none). Several processes: torchrun --nproc_per_node N -m structvae train (docs/distributed.md)",
     )
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .training import TrainConfig
+
+    d = TrainConfig()
+    _add_data_args(p, d)
+    _add_model_args(p, d)
+    _add_semisupervised_args(p)
+    _add_optimisation_args(p, d)
+    _add_run_args(p, d)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,38 +353,79 @@ def _load_plugins(imports: list[str], command: str | None) -> bool:
     return True
 
 
+def _given(args: argparse.Namespace) -> dict:
+    """The ``TrainConfig`` fields given on the command line: flags, ``--model-opt`` /
+    ``--estimator-opt``, and what the ``--model`` / ``--estimator`` specs set."""
+    from .training.build import spec_fields
+    from .training.specs import parse_assignments
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
+    for flag, key in (("model_opt", "model_options"), ("estimator_opt", "estimator_options")):
+        if flag in given:
+            items = [part for item in given.pop(flag) for part in item.split(",")]
+            given[key] = parse_assignments(items, f"--{flag.replace('_', '-')}")
+    if "model" in given or "estimator" in given:
+        from .training import TrainConfig
+
+        d = TrainConfig()
+        found = spec_fields(given.get("model", d.model), given.get("estimator", d.estimator))
+        for key, value in found.items():
+            if key.endswith("_options"):
+                given[key] = {**given.get(key, {}), **value}
+            elif key in given and given[key] != value and key not in ("model", "estimator"):
+                raise ValueError(
+                    f"{key} is given twice: --{key.replace('_', '-')} {given[key]} "
+                    f"and {value} in the spec"
+                )
+            else:
+                given[key] = value
+    return given
+
+
+def _resumed_config(parser: argparse.ArgumentParser, given: dict):
+    """The configuration of ``--resume``: the run's own (``OUT/config.json``) with the given
+    flags on top, by each field's resume policy (``TrainConfig`` field metadata): identity
+    fields must agree, inherited ones are the run's unless given, per-invocation ones (the
+    budgets, ``--quiet``) never come from the run."""
+    from .training import TrainConfig
+    from .training.build import resolve_specs, resume_mismatch
+    from .training.config import INVOCATION, resume_policy
+    from .training.loading import load_run_config
+    from .training.rundir import _auto_out
+
+    config = TrainConfig(**given)
+    out = Path(config.out) if config.out is not None else _auto_out(config)
+    if not (out / "last.pt").is_file():
+        parser.error(f"--resume: {out / 'last.pt'} does not exist, nothing to resume")
+    if not (out / "config.json").is_file():
+        return config
+    saved, _ = load_run_config(out)
+    merged = {k: v for k, v in saved.to_dict().items() if resume_policy(k) != INVOCATION}
+    merged.update(given, out=str(out), resume=True)
+    config = TrainConfig(**merged)
+    clash = resume_mismatch(saved, resolve_specs(config))
+    if clash is not None:
+        name, was, now = clash
+        field, _, key = name.partition(":")
+        flag = f"--{field[:-8]}-opt {key}=" if key else f"--{field.replace('_', '-')} "
+        parser.error(f"--resume: {flag}{now} differs from the run's {was!r}")
+    return config
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .data import DatasetCorruptError, DatasetNotFoundError
     from .errors import SolverError
-    from .train import CheckpointError, TrainConfig, _auto_out, check_config, train
+    from .training import CheckpointError, TrainConfig, Trainer
 
     parser = args.subparser  # errors read "structvae train: error: ..."
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "subparser")}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in given.items() if k in fields})
-    if config.resume:
-        out = Path(config.out) if config.out is not None else _auto_out(config)
-        if not (out / "last.pt").is_file():
-            parser.error(f"--resume: {out / 'last.pt'} does not exist, nothing to resume")
-        cfg_path = out / "config.json"
-        if cfg_path.is_file():
-            saved = json.loads(cfg_path.read_text())
-            merged = {k: v for k, v in saved.items() if k in fields}
-            for k, v in given.items():
-                if k in fields and k in merged and merged[k] != v and k not in _RESUME_MAY_CHANGE:
-                    parser.error(
-                        f"--resume: --{k.replace('_', '-')} {v} differs from the run's {merged[k]!r}"
-                    )
-            merged.update({k: v for k, v in given.items() if k in fields})
-            merged["out"] = str(out)
-            merged["resume"] = True
-            config = TrainConfig(**merged)
     try:
-        check_config(config)
+        given = _given(args)
+        config = _resumed_config(parser, given) if given.get("resume") else TrainConfig(**given)
+        trainer = Trainer(config)  # checks and builds once, writes nothing
     except ValueError as e:
         parser.error(str(e))
     try:
-        train(config)
+        trainer.fit()
     except (DatasetNotFoundError, DatasetCorruptError) as e:
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
@@ -323,28 +436,10 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"structvae train: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
-        if config.quiet:
+        if trainer.config.quiet:
             print("structvae train: interrupted; continue with --resume", file=sys.stderr)
         return 130
     return 0
-
-
-_RESUME_MAY_CHANGE = {
-    "epochs",
-    "max_steps",
-    "max_time_s",
-    "device",
-    "eval_samples",
-    "log_every",
-    "num_workers",
-    "quiet",
-    "resume",
-    "out",
-    "data_root",
-    "download",
-    "skip_nonfinite",
-    "solver_workers",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         return _train(parser, args)
     if args.command == "evaluate":
-        from .train import CheckpointError, evaluate
+        from .training import CheckpointError, evaluate
 
         try:
             res = evaluate(
