@@ -1,4 +1,4 @@
-"""The ``structvae`` command: ``train``, ``evaluate``, ``solvers``, ``estimators``.
+"""The ``structvae`` command: ``train``, ``evaluate``, ``solvers``, ``estimators``, ``datasets``.
 
 structvae train                                  # mnist-sample, direct, 1x10: a few minutes on CPU
 structvae train --dataset mnist --data-root ~/data --latent 1x20 --estimator gumbel-softmax
@@ -18,9 +18,11 @@ __all__ = ["main", "build_parser"]
 
 def _first_line(build, name: str) -> str:
     try:
-        doc = (type(build(name)).__doc__ or "").strip()
+        obj = build(name)
     except Exception as e:  # a plugin that cannot be built with defaults
         return f"(cannot be built with default options: {e})"
+    wrapped = getattr(obj, "fn", None)  # a FunctionSolver: the user's function's docstring
+    doc = ((wrapped.__doc__ if callable(wrapped) else None) or type(obj).__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
 
 
@@ -290,7 +292,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_gradients_args(p)
     sub.add_parser("estimators", help="list the gradient estimators")
+    sub.add_parser("datasets", help="list the datasets")
+    _add_import_args(parser, sub)
     return parser
+
+
+# ------------------------------------------------------------------------------- plugins
+
+_IMPORT_HELP = (
+    "import a module or .py file first, so that the solvers, estimators, models and datasets it "
+    "registers can be used (repeatable; also $STRUCTVAE_PLUGINS and 'structvae.plugins' entry "
+    "points)"
+)
+
+
+def _add_import_args(parser: argparse.ArgumentParser, sub) -> None:
+    """``--import MODULE_OR_FILE.py`` on the top-level parser and on every subcommand."""
+    kw = {"action": "append", "default": [], "metavar": "MODULE_OR_FILE.py", "help": _IMPORT_HELP}
+    parser.add_argument("--import", dest="global_imports", **kw)
+    for p in sub.choices.values():
+        p.add_argument("--import", dest="imports", **kw)
+
+
+def _list_datasets() -> int:
+    from .data import DATASETS, get_dataset
+
+    for name in DATASETS:
+        info = get_dataset(name)
+        shape = "x".join(map(str, info.image_shape))
+        print(f"{name:16s} {shape:8s} {info.description}")
+    return 0
+
+
+def _scan_imports(argv: list[str]) -> tuple[list[str], str | None]:
+    """The ``--import`` values in ``argv`` (read before the parser is built, so that what the
+    plugins register shapes it) and the subcommand's name (``None`` when there is none)."""
+    imports, command, i = [], None, 0
+    while i < len(argv) and argv[i] != "--":
+        arg = argv[i]
+        if arg == "--import" and i + 1 < len(argv):
+            imports.append(argv[i + 1])
+            i += 1
+        elif arg.startswith("--import="):
+            imports.append(arg.split("=", 1)[1])
+        elif command is None and not arg.startswith("-"):
+            command = arg
+        i += 1
+    return imports, command
+
+
+def _load_plugins(imports: list[str], command: str | None) -> bool:
+    """Load the plugins; on failure print the one-line error and return False."""
+    from .plugins import PluginError, load_plugins
+
+    try:
+        load_plugins(imports)
+    except PluginError as e:
+        print(f"structvae{' ' + command if command else ''}: error: {e}", file=sys.stderr)
+        return False
+    return True
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -384,8 +444,15 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``structvae`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    imports, command = _scan_imports(argv)
+    if not _load_plugins(imports, command):
+        return 1
     parser = build_parser()
     args = parser.parse_args(argv)
+    late = [*args.global_imports, *getattr(args, "imports", [])]  # e.g. abbreviated --imp
+    if not _load_plugins(late, args.command):
+        return 1
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -417,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in available_solvers():
             print(f"{name:16s} {_first_line(get_solver, name)}")
         return 0
+    if args.command == "datasets":
+        return _list_datasets()
     if args.command == "estimators":
         from .estimators import available_estimators, get_estimator
 
