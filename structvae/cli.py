@@ -294,7 +294,65 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("estimators", help="list the gradient estimators")
     sub.add_parser("datasets", help="list the datasets")
     _add_import_args(parser, sub)
+    _add_run_flags(parser, sub)
     return parser
+
+
+# ------------------------------------------------------- errors, threads, verbosity (issue 13)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, sub) -> None:
+    """``--debug`` everywhere; ``--threads`` on train and evaluate; ``--no-quiet`` on train."""
+    debug = "show the full traceback of an error instead of the one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for p in sub.choices.values():  # after the command too: `structvae train --debug`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+    for name in ("train", "evaluate"):
+        sub.choices[name].add_argument(
+            "--threads",
+            type=int,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help="torch's CPU threads for this process (default: torch's own choice, usually one "
+            "per core; on a shared or busy machine 1 is often fastest)",
+        )
+    sub.choices["train"].add_argument(
+        "--no-quiet",
+        dest="quiet",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="progress output (the default; undoes an earlier --quiet)",
+    )
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads N`` (checked) before any torch work."""
+    n = getattr(args, "threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be a positive integer, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _say_finished(config) -> bool:
+    """``--resume`` of a run that has trained all its epochs: say so (True), evaluate nothing."""
+    from .training.rundir import _auto_out, finished_run
+
+    out = Path(config.out) if config.out is not None else _auto_out(config)
+    done = finished_run(out, config.epochs)
+    if done is None:
+        return False
+    loss = done.get("test_loss")
+    loss_text = f", test loss {loss:.2f}" if isinstance(loss, (int, float)) else ""
+    print(
+        f"structvae train: {out} is finished ({done.get('epochs')} epochs{loss_text}); nothing "
+        f"to do: pass --epochs above {done.get('epochs')} to train it further, or run "
+        f"`structvae evaluate {out}`"
+    )
+    return True
 
 
 # ------------------------------------------------------------------------------- plugins
@@ -413,28 +471,22 @@ def _resumed_config(parser: argparse.ArgumentParser, given: dict):
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .data import DatasetCorruptError, DatasetNotFoundError
-    from .errors import SolverError
-    from .training import CheckpointError, TrainConfig, Trainer
+    from .training import TrainConfig, Trainer
+    from .training.rundir import check_out_name
 
     parser = args.subparser  # errors read "structvae train: error: ..."
     try:
         given = _given(args)
+        if given.get("out") is not None:
+            check_out_name(given["out"])  # '' would be the current folder
         config = _resumed_config(parser, given) if given.get("resume") else TrainConfig(**given)
         trainer = Trainer(config)  # checks and builds once, writes nothing
     except ValueError as e:
         parser.error(str(e))
+    if config.resume and _say_finished(trainer.config):
+        return 0
     try:
-        trainer.fit()
-    except (DatasetNotFoundError, DatasetCorruptError) as e:
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
-    except CheckpointError as e:
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
-    except (FloatingPointError, SolverError) as e:  # NaN/inf at a step, a failing solver
-        print(f"structvae train: error: {e}", file=sys.stderr)
-        return 1
+        trainer.fit()  # its errors become one line in main()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM; train() said so unless --quiet
         if trainer.config.quiet:
             print("structvae train: interrupted; continue with --resume", file=sys.stderr)
@@ -443,7 +495,11 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``structvae`` console script; returns the exit status."""
+    """Entry point of the ``structvae`` console script; returns the exit status.
+
+    An error becomes one line ``structvae <command>: error: …`` on stderr (exit status 1)
+    saying what to do; ``--debug`` shows the traceback instead.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     imports, command = _scan_imports(argv)
     if not _load_plugins(imports, command):
@@ -456,22 +512,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    try:
+        _set_threads(args)
+        return _dispatch(parser, args)
+    except Exception as e:
+        if getattr(args, "debug", False):
+            raise
+        from .failures import describe
+
+        print(f"structvae {args.command}: error: {describe(e)}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command."""
     if args.command == "train":
         return _train(parser, args)
     if args.command == "evaluate":
-        from .training import CheckpointError, evaluate
+        from .training import evaluate
 
-        try:
-            res = evaluate(
-                args.run,
-                split=args.split,
-                samples=args.samples,
-                checkpoint=args.checkpoint,
-                device=args.device,
-            )
-        except (FileNotFoundError, CheckpointError, ValueError) as e:
-            print(f"structvae evaluate: error: {e}", file=sys.stderr)
-            return 1
+        res = evaluate(
+            args.run,
+            split=args.split,
+            samples=args.samples,
+            checkpoint=args.checkpoint,
+            device=args.device,
+        )
         print(json.dumps(res, indent=2))
         return 0
     if args.command == "gradients":

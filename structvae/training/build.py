@@ -265,10 +265,13 @@ def _check_numbers(config: TrainConfig) -> None:
 
     if config.binarize not in BINARIZE_MODES:
         raise ValueError(f"--binarize must be one of {', '.join(BINARIZE_MODES)}")
-    for field in ("epochs", "batch_size", "eval_samples", "log_every"):
+    for field in ("epochs", "batch_size", "log_every"):
         v = getattr(config, field)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {v!r}")
+    v = config.eval_samples
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"--eval-samples must be 0 (skip the IWAE evaluation) or more, got {v!r}")
     for field in ("max_steps", "labels", "labelled_batch_size"):
         v = getattr(config, field)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -354,6 +357,20 @@ def _device(spec: str) -> torch.device:
         raise ValueError(f"--device {spec!r} is not a torch device ({e})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(
+            f"--device {spec}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}"
+        )
+    if device.type not in ("cpu", "cuda"):  # mps, xpu …: usable only if torch can allocate there
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"--device {spec} is not available on this machine ({why}); use --device cpu"
+                + (" or cuda" if torch.cuda.is_available() else "")
+            ) from None
     return device
 
 

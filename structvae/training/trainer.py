@@ -34,12 +34,12 @@ from .config import TrainConfig
 from .evaluation import _evaluate_model
 from .rng import _epoch_seed, _rng_state, _set_rng_state
 from .rundir import (
-    _ARTIFACTS,
     METRIC_FIELDS,
     _append_metrics,
     _resolve_out,
     _write_json,
     _write_metrics,
+    claim_run_folder,
 )
 
 __all__ = ["Trainer", "train"]
@@ -117,11 +117,19 @@ class Trainer:
         self._pending_rng: dict | None = None
         self._steps = 0  # steps taken by this call (the max_steps budget)
         self._elapsed0 = 0.0  # progress.elapsed when this call started (the max_time_s budget)
+        self.lock = None  # the run folder's lock, held by rank 0 while fit() runs
 
     # ------------------------------------------------------------------ setting up
     def fit(self) -> dict:
         """Train, then evaluate ``best.pt`` on the test split; returns the results (also in
         ``results.json``) with ``run_dir`` added."""
+        try:
+            return self._fit()
+        finally:  # the run folder's lock (rank 0), however the call ends
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> dict:
         self._setup()
         self._start()
         restore_sigterm = sigterm_as_interrupt()  # kill (SIGTERM) takes the Ctrl-C path below
@@ -185,13 +193,12 @@ class Trainer:
 
     def _start(self) -> None:
         """Resume from ``last.pt``, or clear the run folder's artefacts for a fresh run."""
-        out, ctx = self.out, self.ctx
+        out, ctx, config = self.out, self.ctx, self.config
+        if ctx.is_main:  # one writer per folder; a fresh run clears the old run's artefacts
+            self.lock = claim_run_folder(out, resume=config.resume, overwrite=config.overwrite)
         if self.config.resume:
             self._resume(load_checkpoint(out / "last.pt"))
         elif ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            for name in _ARTIFACTS:
-                (out / name).unlink(missing_ok=True)
             _write_metrics(out, [])
         if ctx.is_main:  # with the solver the run uses (its request is config.solver)
             record = {**self.config.to_dict(), "solver_used": self.parts.solver.name}
@@ -536,7 +543,7 @@ class Trainer:
             "test_loss": test["loss"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
-            "test_iwae_nll": test["iwae_nll"],
+            "test_iwae_nll": test.get("iwae_nll"),  # None: skipped (eval_samples 0) or intractable
             "iwae_samples": config.eval_samples,
             # what test_loss is: the KL it adds, and whether it estimates a bound on -log p(x)
             "kl_kind": self.model.kl_kind,
@@ -564,6 +571,7 @@ class Trainer:
     def _log_results(self, results: dict) -> None:
         iwae = results["test_iwae_nll"]
         iwae_text = "n/a (intractable)" if iwae is None else f"{iwae:.2f}"
+        iwae_text = iwae_text if results["iwae_samples"] else "skipped (--eval-samples 0)"
         bound = "" if results["test_loss_is_bound"] is not False else " (not a bound)"
         kind = f", KL {results['kl_kind']}" if results["kl_kind"] else ""
         self.log(
