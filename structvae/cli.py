@@ -414,24 +414,20 @@ def _load_plugins(imports: list[str], command: str | None, debug: bool = False) 
     return True
 
 
-#: parsed arguments that steer the command, not the run (no TrainConfig field)
-_NOT_CONFIG = ("command", "subparser", "imports", "global_imports", "debug", "threads")
-
-
 def _given(args: argparse.Namespace) -> dict:
     """The ``TrainConfig`` fields given on the command line: flags, ``--model-opt`` /
     ``--estimator-opt``, and what the ``--model`` / ``--estimator`` specs set."""
+    from .training import TrainConfig
     from .training.build import spec_fields
     from .training.specs import parse_assignments
 
-    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    fields = set(TrainConfig.__dataclass_fields__) | {"model_opt", "estimator_opt"}
+    given = {k: v for k, v in vars(args).items() if k in fields}  # not --import, --debug …
     for flag, key in (("model_opt", "model_options"), ("estimator_opt", "estimator_options")):
         if flag in given:
             items = [part for item in given.pop(flag) for part in item.split(",")]
             given[key] = parse_assignments(items, f"--{flag.replace('_', '-')}")
     if "model" in given or "estimator" in given:
-        from .training import TrainConfig
-
         d = TrainConfig()
         found = spec_fields(given.get("model", d.model), given.get("estimator", d.estimator))
         for key, value in found.items():
