@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from ..models import available_models
-from ..train import TrainConfig, _fixed_images, _load_data
+from ..training.artefacts import _fixed_images
+from ..training.build import _load_data
+from ..training.config import TrainConfig
 from .measure import expand_specs, measure_point
 from .report import markdown_table, read_csv, write_csv, write_plots
 from .trajectory import load_run_model, trajectory_models

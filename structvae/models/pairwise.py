@@ -16,9 +16,9 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 
-from ..gibbs import binary_gibbs_kl
 from ..graphs import GRAPH_KINDS, is_forest, make_edges
 from ..gumbel import sample_gumbel
+from ..inference.split import binary_gibbs_kl
 from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
