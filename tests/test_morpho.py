@@ -20,7 +20,7 @@ def _digits(n: int = 300) -> torch.Tensor:
         raw = np.frombuffer(_SHARED_MNIST.read_bytes()[16:], dtype=np.uint8)
         x = raw.reshape(-1, 784)[:n]
     else:
-        from structvae.data import _mnist_sample_arrays
+        from structvae.data.mnist_sample import _mnist_sample_arrays
 
         x = _mnist_sample_arrays()[0][:: 5000 // n][:n]
     return torch.from_numpy(x.astype(np.float32) / 255)
