@@ -33,6 +33,7 @@ __all__ = [
     "apply_attributes",
     "draw_attributes",
     "deslant_shear",
+    "parse_morpho_attributes",
 ]
 
 MORPHO_ATTRIBUTES = ("small", "slant", "thick")
@@ -41,6 +42,26 @@ SMALL_SCALE = 0.7
 SLANT_SHEAR = 0.5
 THICK_RADIUS = 1.5
 _SIDE = 28
+
+
+def parse_morpho_attributes(attributes) -> tuple[str, ...]:
+    """``"small,slant,thick"`` (or a sequence; ``None``: all three) -> the names, in the given
+    order; ``ValueError`` listing the valid ones for an unknown or repeated name."""
+    if attributes is None:
+        return MORPHO_ATTRIBUTES
+    names = attributes.split(",") if isinstance(attributes, str) else list(attributes)
+    names = [str(a).strip().lower() for a in names if str(a).strip()]
+    if not names:
+        raise ValueError("--attributes is empty; give comma-separated names of small, slant, thick")
+    unknown = [a for a in names if a not in MORPHO_ATTRIBUTES]
+    if unknown:
+        raise ValueError(
+            f"unknown Morpho-MNIST attribute(s) {', '.join(map(repr, unknown))}; the attributes "
+            f"are: {', '.join(MORPHO_ATTRIBUTES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"--attributes names an attribute twice: {','.join(names)}")
+    return tuple(names)
 
 
 def _as_images(x: torch.Tensor) -> torch.Tensor:

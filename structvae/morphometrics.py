@@ -33,6 +33,7 @@ __all__ = [
     "measure",
     "on_off_difference",
     "switch_metrics",
+    "switch_rows",
 ]
 
 MEASUREMENTS = ("size", "slant", "thickness")
@@ -108,6 +109,25 @@ def on_off_difference(
     return out
 
 
+def switch_rows(
+    on_images, off_images, attribute: str, difference: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, for a switch of ``attribute`` (``on_images`` / ``off_images`` the same rows
+    with it forced on / off): (switch success, others kept), bool ``[N]`` each (module
+    docstring); ``difference`` holds every attribute's data difference."""
+    m_on, m_off = measure(on_images), measure(off_images)
+    delta = {
+        b: m_on[ATTRIBUTE_MEASUREMENT[b]] - m_off[ATTRIBUTE_MEASUREMENT[b]] for b in difference
+    }
+    d = difference[attribute]
+    success = np.sign(d) * delta[attribute] >= abs(d) / 2
+    kept = np.ones_like(success)
+    for b in difference:
+        if b != attribute:
+            kept &= np.abs(delta[b]) < abs(difference[b]) / 2
+    return success, kept
+
+
 def switch_metrics(
     on_images: dict[str, object],
     off_images: dict[str, object],
@@ -119,19 +139,11 @@ def switch_metrics(
     (``[N, 784]`` in [0, 1]), for some or all attributes; ``difference``: :func:`on_off_difference`
     of the data, for every attribute (the others' thresholds). Returns
     ``{a: {"switch_success": fraction, "others_kept": fraction}}``."""
-    names = list(difference)
     unknown = [a for a in on_images if a not in difference]
     if unknown or set(on_images) != set(off_images):
         raise ValueError(f"need on and off images and a data difference for {unknown or 'each'}")
     out = {}
     for a in on_images:
-        m_on, m_off = measure(on_images[a]), measure(off_images[a])
-        delta = {b: m_on[ATTRIBUTE_MEASUREMENT[b]] - m_off[ATTRIBUTE_MEASUREMENT[b]] for b in names}
-        d = difference[a]
-        success = np.sign(d) * delta[a] >= abs(d) / 2
-        kept = np.ones_like(success)
-        for b in names:
-            if b != a:
-                kept &= np.abs(delta[b]) < abs(difference[b]) / 2
+        success, kept = switch_rows(on_images[a], off_images[a], a, difference)
         out[a] = {"switch_success": float(success.mean()), "others_kept": float(kept.mean())}
     return out
