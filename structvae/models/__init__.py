@@ -12,9 +12,9 @@ from collections.abc import Callable
 from torch import nn
 
 from ..registry import Registry
+from .attribute import AttributeVAE
 from .base import VAE, BaseVAE, ModelOutput
 from .categorical import CategoricalVAE, parse_latent
-from .attribute import AttributeVAE
 from .mlp import mlp
 from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent

@@ -52,11 +52,23 @@ from .supervision import RowLoss, supervise
 __all__ = ["AttributeVAE", "CODES", "DEFAULT_CYCLE", "DEFAULT_STYLE_DIM"]
 
 DEFAULT_CYCLE = 4.0
-DEFAULT_STYLE_DIM = 8
+DEFAULT_STYLE_DIM = 4
+DEFAULT_STYLE_KL = 2.0
 DEFAULT_ALPHA = 100.0
 _DIGIT_SHAPE = (1, 28, 28)
 _MAX_COMBINATION_ATTRIBUTES = 6
 CODES = ("block", "concat")
+
+
+def _morpho_names(attributes) -> bool:
+    """Whether ``attributes`` (given) are all Morpho-MNIST attribute names."""
+    if attributes is None:
+        return False
+    try:
+        parse_morpho_attributes(attributes)
+    except ValueError:
+        return False
+    return True
 
 
 def _positive(value) -> float:
@@ -74,17 +86,18 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
             the Morpho-MNIST attributes (``small,slant,thick``, the default); 64×64 colour:
             CelebA's 40 (``Eyeglasses,Smiling,Male`` by default; ``all``). An unknown name is
             a ``ValueError`` listing the valid ones.
-        style_dim: size of the Gaussian style code (``--latent``; default 8).
+        style_dim: size of the Gaussian style code (``--latent``; default 4).
         pairwise, graph, solver: the couplings between the attributes (``none``: independent
             bits; ``supermodular``: softplus couplings, graph cut; ``general``: exact / ilp).
         cycle: weight of the cycle-consistency term (0 turns it off).
-        style_kl: weight of the style code's KL (1: the ELBO).
+        style_kl: weight of the style code's KL (default 2; 1: the ELBO).
         alpha: weight of the labelled rows' cross-entropy for estimators without label support.
         channels, hidden: network widths (conv: c, 2c, 4c, 8c; hidden: the MLP / FC width).
         code: the decoder's input, ``"concat"`` ``[one-hot bits, s]`` (default) or ``"block"``
             ``[one-hot bits, bits ⊗ s]`` (the paper's mixed code: the style in the slot of each
             attribute's value).
-        input_dim: 784 (1×28×28) or 12288 (3×64×64), from the dataset.
+        input_dim: 784 (1×28×28) or 12288 (3×64×64), from the dataset; default 784 when
+            ``attributes`` are Morpho-MNIST names, else 12288 (the CelebA model's default).
     """
 
     name = "attribute"
@@ -93,7 +106,7 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
         Option("pairwise", str, "none", "the coupling family", ("supermodular", "general", "none")),
         Option("graph", str, "complete", "the attribute graph of the couplings"),
         Option("cycle", _positive, DEFAULT_CYCLE, "weight of the cycle-consistency term"),
-        Option("style_kl", _positive, 1.0, "weight of the style code's KL"),
+        Option("style_kl", _positive, DEFAULT_STYLE_KL, "weight of the style code's KL"),
         Option("alpha", _positive, DEFAULT_ALPHA, "label cross-entropy weight (no label support)"),
         Option("code", str, "concat", "the decoder's input: [bits, style] or bits x style", CODES),
         Option("channels", int, 32, "convolution width c (64x64 images)"),
@@ -110,15 +123,17 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
         graph: str | nx.Graph | torch.Tensor | None = "complete",
         solver: str | Solver | None = None,
         cycle: float = DEFAULT_CYCLE,
-        style_kl: float = 1.0,
+        style_kl: float = DEFAULT_STYLE_KL,
         alpha: float = DEFAULT_ALPHA,
         channels: int = 32,
         hidden: int | None = None,
         code: str = "concat",
         exact_kl_max_vars: int = EXACT_KL_MAX_VARS,
-        input_dim: int = 784,
+        input_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if input_dim is None:
+            input_dim = 784 if _morpho_names(attributes) else math.prod(CELEBA_IMAGE_SHAPE)
         shape = image_shape_of(int(input_dim))
         if shape not in (_DIGIT_SHAPE, CELEBA_IMAGE_SHAPE):
             raise ValueError(
@@ -155,7 +170,7 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
 
     @classmethod
     def from_spec(cls, latent: int | str | None = None, **kw) -> AttributeVAE:
-        """Build from a latent spec: the style-code size (default 8); attributes in ``kw``."""
+        """Build from a latent spec: the style-code size (default 4); attributes in ``kw``."""
         return cls(style_dim=DEFAULT_STYLE_DIM if latent is None else latent, **kw)
 
     def extra_repr(self) -> str:
@@ -248,6 +263,11 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
 
         return fn
 
+    @staticmethod
+    def style_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """``KL(N(mu, exp logvar) || N(0, I))`` ``[B]``, closed form."""
+        return terms.gaussian_kl(mu, logvar)
+
     def continuous_kl(self, enc: Encoded) -> torch.Tensor:
         """``style_kl × KL(N(μ, σ²) || N(0, I))`` ``[B]`` (the ELBO's at ``style_kl = 1``)."""
         kl = terms.gaussian_kl(*enc.code)
@@ -297,6 +317,10 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
         cycle term at the bits of each row (its label, else the encoder's arg max) and one
         style draw; statistic ``cycle`` is the mean term."""
         total, stats = super().objective(x, estimator, y, kind, **kw)
+        if y is not None:
+            stats["labelled"] = (
+                (torch.as_tensor(y) >= 0).reshape(x.shape[0], -1).all(1).float().mean()
+            )
         if self.cycle > 0:
             enc = self.encode_all(x)
             style, _ = self._style_sample(*enc.code)

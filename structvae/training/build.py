@@ -64,7 +64,8 @@ def build_estimator(config: TrainConfig):
         options["eps"] = _schedule(DEFAULT_EPS, 500, "eps")
     if "temperature" in params and "temperature" not in options:
         options["temperature"] = paper_temperature()
-    if config.labels is not None and "label_eps" in params and "label_eps" not in options:
+    labelled = config.labels is not None or config.model in ("attribute", "celeba")
+    if labelled and "label_eps" in params and "label_eps" not in options:
         options["label_eps"] = _label_eps(DEFAULT_LABEL_EPS)
     return get_estimator(name, **options)
 
@@ -113,7 +114,7 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
     check_workers(config.solver_workers)
     estimator = build_estimator(config)
     model = build_model(
-        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+        config.model, latent=model_latent(config), input_dim=input_dim, **_model_options(config)
     )
     if getattr(estimator, "solver", "n/a") is None and hasattr(model, "default_solver"):
         estimator.solver = get_solver(model.default_solver)  # e.g. graphcut for supermodular
@@ -134,11 +135,22 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
     return model, estimator
 
 
+def model_latent(config: TrainConfig):
+    """The latent spec the model is built from: ``config.latent``, except that the attribute
+    model (whose ``--latent`` is its style-code size) gets its own default in place of the
+    categorical default ``1x10``."""
+    if config.model in ("attribute", "celeba") and config.latent == TrainConfig.latent:
+        return None
+    return config.latent
+
+
 def _model_options(config: TrainConfig) -> dict:
     """Model options that only some models take (``--pairwise``, ``--graph``: structured)."""
     opts = {k: getattr(config, k) for k in ("pairwise", "graph") if getattr(config, k) is not None}
-    if opts and config.model not in ("structured", "celeba"):
-        raise ValueError(f"--{' / --'.join(opts)} only apply to --model structured or celeba")
+    if opts and config.model not in ("structured", "celeba", "attribute"):
+        raise ValueError(
+            f"--{' / --'.join(opts)} only apply to --model structured or attribute (celeba)"
+        )
     if config.kl is not None:
         if config.model != "structured":
             raise ValueError("--kl only applies to --model structured")
@@ -147,27 +159,44 @@ def _model_options(config: TrainConfig) -> dict:
         if config.model != "semisupervised":
             raise ValueError("--alpha only applies to --model semisupervised")
         opts["alpha"] = config.alpha
-    if config.model == "celeba":
+    if config.model in ("celeba", "attribute"):
+        from ..data import get_dataset
+
+        if "attributes" not in get_dataset(config.dataset).options:
+            raise ValueError(
+                f"--model {config.model} learns attribute labels; --dataset {config.dataset} has "
+                "none (use celeba, morpho-mnist or morpho-mnist-sample)"
+            )
         opts["attributes"] = config.attributes
     return opts
 
 
 def _data_options(config: TrainConfig) -> dict:
-    """Dataset options (``--attributes``, ``--label-fraction``: celeba only), checked."""
+    """Dataset options (``--attributes``, ``--label-fraction``: the attribute datasets, those that
+    declare them — celeba, morpho-mnist, morpho-mnist-sample), checked."""
+    from ..data import get_dataset
+    from ..data.labels import check_label_fraction
+
     opts = {
         k: getattr(config, k)
         for k in ("attributes", "label_fraction")
         if getattr(config, k) is not None
     }
+    accepted = get_dataset(config.dataset).options
+    refused = [k for k in opts if k not in accepted]
+    if refused:
+        flags = " / --".join(k.replace("_", "-") for k in refused)
+        raise ValueError(
+            f"--{flags} only apply to the attribute datasets (celeba, morpho-mnist, "
+            f"morpho-mnist-sample), not --dataset {config.dataset}"
+        )
+    if "label_fraction" in opts:
+        check_label_fraction(opts["label_fraction"])
     if _canonical_dataset(config.dataset) != "celeba":
-        if opts:
-            flags = " / --".join(k.replace("_", "-") for k in opts)
-            raise ValueError(f"--{flags} only apply to --dataset celeba")
         return opts
-    from ..celeba import check_label_fraction, parse_attributes
+    from ..celeba import parse_attributes
 
     parse_attributes(opts.get("attributes"))
-    check_label_fraction(opts.get("label_fraction", 1.0))
     if config.binarize != "none":
         raise ValueError(
             "--dataset celeba models colour intensities in [0, 1]: pass --binarize none "

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..models import build_model
-from .build import _device, _load_data, _model_options
+from .build import _device, _load_data, _model_options, model_latent
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .rng import _eval_generator, _reset_binarization
@@ -87,7 +87,7 @@ def evaluate(
     splits = _load_data(config)
     input_dim = int(np.prod(splits.image_shape))
     model = build_model(
-        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+        config.model, latent=model_latent(config), input_dim=input_dim, **_model_options(config)
     )
     model.load_state_dict(ckpt["model"])
     model.to(dev)

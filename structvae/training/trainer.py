@@ -22,7 +22,14 @@ from .artefacts import (
     _save_generation_grid,
     _save_images,
 )
-from .build import _device, _labelled_subset, _load_data, _model_options, check_config
+from .build import (
+    _device,
+    _labelled_subset,
+    _load_data,
+    _model_options,
+    check_config,
+    model_latent,
+)
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import _IDENTITY_FIELDS, TrainConfig
 from .evaluation import _evaluate_model
@@ -68,7 +75,7 @@ def train(config: TrainConfig) -> dict:
     input_dim = int(np.prod(image_shape))
     _seed_everything(config.seed)
     model = build_model(
-        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
+        config.model, latent=model_latent(config), input_dim=input_dim, **_model_options(config)
     ).to(device)
     if hasattr(estimator, "setup"):  # estimators with networks sized by the latents
         estimator.setup(*model.latent_shape)
