@@ -100,15 +100,18 @@ def deslant_shear(x: torch.Tensor) -> torch.Tensor:
 
 
 def _disc_dilate(img: torch.Tensor, radius: float) -> torch.Tensor:
-    """Grey-level dilation of ``img [N, 1, H, W]`` with a disc of ``radius`` pixels."""
+    """Grey-level dilation of ``img [N, 1, H, W]`` with a disc of ``radius`` pixels (the offsets
+    ``(dr, dc)`` with ``dr² + dc² <= radius²``; radius 1.5 is the 3×3 square)."""
     k = int(radius)
+    if radius * radius >= 2 * k * k:  # the disc covers the whole (2k+1)² square
+        return F.max_pool2d(img, 2 * k + 1, stride=1, padding=k)
+    H, W = img.shape[-2:]
+    padded = F.pad(img, (k, k, k, k))
     out = img
     for dr in range(-k, k + 1):
         for dc in range(-k, k + 1):
-            if (dr, dc) == (0, 0) or dr * dr + dc * dc > radius * radius:
-                continue
-            shifted = torch.roll(F.pad(img, (k, k, k, k)), (dr, dc), (2, 3))[..., k:-k, k:-k]
-            out = torch.maximum(out, shifted)
+            if dr * dr + dc * dc <= radius * radius and (dr, dc) != (0, 0):
+                out = torch.maximum(out, padded[..., k + dr : k + dr + H, k + dc : k + dc + W])
     return out
 
 

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 MORPHO_OPTIONS = ("attributes", "label_fraction", "correlation", "draws")
-DEFAULT_DRAWS = 3
+DEFAULT_DRAWS = 1
 DEFAULT_LABEL_FRACTION = 0.1
 _TEST_SEED = 12012  # fixed: the test split's attributes do not move with split_seed
 
@@ -118,14 +118,21 @@ def morpho_splits(
     )
 
 
-def _options(request) -> dict:
-    return dict(request.options)
+def _options(request, draws: int) -> dict:
+    """The request's options with the defaults, checked before any file is read."""
+    opts = {"draws": draws, **request.options}
+    parse_morpho_attributes(opts.get("attributes"))
+    check_label_fraction(opts.get("label_fraction", DEFAULT_LABEL_FRACTION))
+    if opts.get("correlation") is not None:
+        draw_attributes(0, torch.Generator(), opts["correlation"])
+    return opts
 
 
 def morpho_mnist(request) -> DataSplits:
     """Morpho-MNIST attributes on MNIST's files (50,000 / 10,000 / 10,000), y long [N, 3]."""
     from .mnist import _load_torchvision_mnist
 
+    opts = _options(request, 1)
     arrays, _ = _load_torchvision_mnist(
         "mnist",
         request.root,
@@ -135,7 +142,6 @@ def morpho_mnist(request) -> DataSplits:
         request.verify,
         request.cache_dir,
     )
-    opts = {"draws": 1, **_options(request)}
     return morpho_splits(
         request.name, arrays, binarize=request.binarize, split_seed=request.split_seed, **opts
     )
@@ -145,8 +151,8 @@ def morpho_mnist_sample(request) -> DataSplits:
     """Morpho-MNIST attributes on the bundled MNIST sample (3 x 4,000 / 500 / 500), offline."""
     from .mnist_sample import _load_mnist_sample
 
+    opts = _options(request, DEFAULT_DRAWS)
     arrays, _ = _load_mnist_sample(request.split_seed, request.val_size)
-    opts = {"draws": DEFAULT_DRAWS, **_options(request)}
     return morpho_splits(
         request.name, arrays, binarize=request.binarize, split_seed=request.split_seed, **opts
     )
