@@ -1,17 +1,19 @@
 """structvae: discrete and structured VAEs by direct optimization through arg max."""
 
-from . import estimators, lab, models, solvers
+from . import estimators, inference, lab, models, solvers
 from .errors import NonFiniteError, SolverError
-from .gibbs import binary_gibbs_kl
 from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
 from .gumbel import gumbel_like, sample_gumbel
-from .potentials import Potentials
+from .inference import Gibbs, binary_gibbs_kl
+from .potentials import BinaryForm, Potentials
 from .solvers import Solver, available_solvers, get_solver, register
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Potentials",
+    "BinaryForm",
+    "Gibbs",
     "NonFiniteError",
     "SolverError",
     "binary_gibbs_kl",
@@ -23,6 +25,7 @@ __all__ = [
     "edges_from_graph",
     "make_edges",
     "solvers",
+    "inference",
     "estimators",
     "lab",
     "models",

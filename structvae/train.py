@@ -38,11 +38,11 @@ from .training.build import (
 )
 from .training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .training.config import (
-    _IDENTITY_FIELDS,
     DEFAULT_EPOCHS,
     DEFAULT_EPS,
     DEFAULT_LABEL_EPS,
     TrainConfig,
+    identity_fields,
 )
 from .training.evaluation import _evaluate_model, evaluate
 from .training.rng import (
@@ -65,6 +65,8 @@ from .training.rundir import (
     _write_metrics,
 )
 from .training.trainer import _estimator_state, train
+
+_IDENTITY_FIELDS = identity_fields()  # the fields that must agree between a run and its resumption
 
 __all__ = [
     "TrainConfig",

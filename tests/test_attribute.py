@@ -11,6 +11,7 @@ from torch import nn
 
 from structvae.cli import main as cli_main
 from structvae.data import load_dataset
+from structvae.data.morpho import DEFAULT_DRAWS
 from structvae.estimators import DirectEstimator
 from structvae.models import AttributeVAE, build_model
 from structvae.morpho import MORPHO_ATTRIBUTES
@@ -107,9 +108,9 @@ def test_morpho_sample_dataset():
     assert torch.equal(s.train.source_index[:4000], s.train.source_index[4000:])
     default = load_dataset("morpho-mnist-sample", binarize="none")
     assert abs(float((default.train.y >= 0).all(1).float().mean()) - 0.1) < 1e-6
-    assert default.sizes == (12000, 500, 500)
+    assert default.sizes == (4000 * DEFAULT_DRAWS, 500, 500)
     one = load_dataset("morpho-mnist-sample", attributes="thick")
-    assert one.train.y.shape == (12000, 1)
+    assert one.train.y.shape == (4000 * DEFAULT_DRAWS, 1)
     assert torch.equal(one.test.y[:, 0], default.test.y[:, 2])  # test draws do not move
 
 

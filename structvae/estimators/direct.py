@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NonFiniteError
 from ..gumbel import sample_gumbel
 from ..options import Option
 from ..potentials import Potentials
@@ -26,6 +25,7 @@ from .base import (
     LossFn,
     Started,
     evaluate_losses,
+    naming,
     one_hot,
     register_estimator,
 )
@@ -221,6 +221,11 @@ class DirectEstimator(Estimator):
         return Started(potentials, {"labels": labels}, state)
 
     def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
+        """Complete the estimate: the loss at z*, the candidates' losses, the z_eps solve."""
+        with naming(self.name):
+            return self._finish(started, loss_fn)
+
+    def _finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
         potentials, st = started.potentials, started.state
         B, n, K = potentials.unary.shape
         S = self.samples
@@ -238,11 +243,6 @@ class DirectEstimator(Estimator):
             z_eps = self._solve_all(perturbed, loss_fn, B, sign * eps, dtype)
         else:
             delta = self._candidate_losses(loss_fn, z_star, loss_star, B, K, dtype)
-            if not bool(torch.isfinite(delta).all()):
-                raise NonFiniteError(
-                    "direct: loss_fn returned NaN or inf for a candidate assignment; "
-                    "check the decoder (its inputs and parameters) before the encoder"
-                )
             target = perturbed.with_unary(perturbed.unary + (sign * eps) * delta.to(pot.dtype))
             hint = z_star if solver.uses_hint else None
             z_eps = solver(target, hint=hint)
@@ -277,6 +277,4 @@ class DirectEstimator(Estimator):
             )  # [B, M]
             scores = enumerate_scores(perturbed, self.max_assignments)  # [R, M]
             L = L.repeat_interleave(perturbed.batch_size // B, 0)
-            if not bool(torch.isfinite(L).all()):
-                raise NonFiniteError("direct: loss_fn returned NaN or inf for an assignment")
             return A[(scores + signed_eps * L).argmax(1)]

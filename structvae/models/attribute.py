@@ -37,6 +37,7 @@ from torch.func import functional_call
 
 from ..data.celeba import CELEBA_IMAGE_SHAPE, parse_attributes
 from ..morpho import MORPHO_ATTRIBUTES, parse_morpho_attributes
+from ..nn import mlp
 from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver
@@ -44,7 +45,6 @@ from ..solvers.exact import all_assignments
 from . import terms
 from .base import VAE, Encoded, Proposal, image_shape_of
 from .conv import conv_decoder, conv_encoder, parse_style_latent
-from .mlp import mlp
 from .objective import EncoderParams
 from .pairwise import EXACT_KL_MAX_VARS, PairwiseBinaryLatents
 from .supervision import RowLoss, supervise

@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..nn import mlp
 from ..options import Option, int_tuple
 from ..potentials import Potentials
 from . import terms
 from .base import VAE
-from .mlp import mlp
 from .objective import EncoderParams
 
 __all__ = ["CategoricalVAE", "parse_latent"]

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import mlp
 from ..options import Option, int_tuple, optional
 from ..potentials import Potentials
 from . import terms
 from .base import VAE, Encoded, Proposal
 from .categorical import parse_latent
-from .mlp import mlp
 from .objective import EncoderParams
 from .supervision import RowLoss, Supervision, check_labels
 

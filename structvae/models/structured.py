@@ -38,11 +38,11 @@ import networkx as nx
 import torch
 from torch import nn
 
+from ..nn import mlp
 from ..options import Option, int_tuple
 from ..potentials import Potentials
 from ..solvers import Solver
 from .base import VAE
-from .mlp import mlp
 from .objective import EncoderParams
 from .pairwise import (
     EXACT_KL_MAX_VARS,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..estimators import available_estimators, get_estimator
 from ..estimators.schedules import Constant, ExponentialDecay, paper_temperature
@@ -14,6 +17,24 @@ from ..models import build_model
 from ..solvers import get_solver
 from ..solvers.pool import check_workers
 from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig
+from .rng import _seed_everything
+
+__all__ = ["RunParts", "check_config", "build_estimator"]
+
+
+@dataclass
+class RunParts:
+    """What :func:`check_config` built, and the run then uses: the model (its initialisation
+    seeded by ``config.seed``), the estimator (set up for the model's latents), the solver and
+    the input size. ``model, estimator = check_config(config)`` unpacks the first two."""
+
+    model: nn.Module
+    estimator: object
+    solver: object | None
+    input_dim: int
+
+    def __iter__(self) -> Iterator:
+        return iter((self.model, self.estimator))
 
 
 def _schedule(start: float, every: int, name: str) -> ExponentialDecay:
@@ -81,8 +102,8 @@ def _canonical_dataset(name: str) -> str:
     return name
 
 
-def check_config(config: TrainConfig, input_dim: int | None = None):
-    """Validate ``config`` before any work; returns ``(model, estimator)`` built from it.
+def check_config(config: TrainConfig, input_dim: int | None = None) -> RunParts:
+    """Validate ``config`` before any work; returns the :class:`RunParts` built from it.
 
     Raises ``ValueError`` with a one-line message: unknown dataset / model / estimator / solver,
     a bad latent spec, bad numbers, or an estimator/solver that cannot handle the model's
@@ -112,10 +133,12 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
         raise ValueError(f"--lr must be a positive number, got {config.lr!r}")
     _device(config.device)
     check_workers(config.solver_workers)
+    options = _model_options(config)
+    _seed_everything(config.seed)  # the model's initialisation is the run's
+    model = build_model(config.model, latent=model_latent(config), input_dim=input_dim, **options)
     estimator = build_estimator(config)
-    model = build_model(
-        config.model, latent=model_latent(config), input_dim=input_dim, **_model_options(config)
-    )
+    if hasattr(estimator, "setup"):  # estimators with networks sized by the latents
+        estimator.setup(*model.latent_shape)
     if getattr(estimator, "solver", "n/a") is None and hasattr(model, "default_solver"):
         estimator.solver = get_solver(model.default_solver)  # e.g. graphcut for supermodular
     if hasattr(model, "check_solver") and getattr(estimator, "solver", None) is not None:
@@ -129,10 +152,10 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
         v = getattr(config, field)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {v!r}")
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the check draws no training noise
         potentials = model.encode(torch.zeros(1, input_dim))
     estimator.check(potentials)
-    return model, estimator
+    return RunParts(model, estimator, getattr(estimator, "solver", None), input_dim)
 
 
 def model_latent(config: TrainConfig):
@@ -182,8 +205,7 @@ def _data_options(config: TrainConfig) -> dict:
         for k in ("attributes", "label_fraction")
         if getattr(config, k) is not None
     }
-    accepted = get_dataset(config.dataset).options
-    refused = [k for k in opts if k not in accepted]
+    refused = [k for k in opts if k not in get_dataset(config.dataset).options]
     if refused:
         flags = " / --".join(k.replace("_", "-") for k in refused)
         raise ValueError(
