@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--label-fraction", type=float, default=0.1)
     p.add_argument("--correlation", type=float, default=None)
+    p.add_argument("--draws", type=int, default=None, help="training draws per digit")
     p.add_argument("--pairwise", default="none")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch", type=int, default=100)
@@ -132,6 +133,8 @@ def main() -> None:
     opts = {"label_fraction": args.label_fraction}
     if args.correlation is not None:
         opts["correlation"] = args.correlation
+    if args.draws is not None:
+        opts["draws"] = args.draws
     splits = load_dataset(args.dataset, root=args.data_root, **opts)
     res: dict = {"args": vars(args)}
     if args.classifier_epochs:

@@ -90,3 +90,23 @@ def test_correlated_draws_and_bad_input():
         apply_attributes(torch.zeros(2, 784), torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="28x28"):
         apply_attributes(torch.zeros(2, 100), torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("radius", [1.0, 1.5, 2.0])
+def test_dilation_is_the_max_over_the_disc(radius):
+    from structvae.morpho import _disc_dilate
+
+    img = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    k = int(radius)
+    padded = torch.nn.functional.pad(img, (k, k, k, k))
+    want = torch.empty_like(img)
+    for r in range(12):
+        for c in range(12):
+            vals = [
+                padded[:, 0, k + r + dr, k + c + dc]
+                for dr in range(-k, k + 1)
+                for dc in range(-k, k + 1)
+                if dr * dr + dc * dc <= radius * radius
+            ]
+            want[:, 0, r, c] = torch.stack(vals).max(0).values
+    assert torch.equal(_disc_dilate(img, radius), want)
