@@ -140,12 +140,19 @@ def test_training_step_and_metrics():
 
 @pytest.mark.slow
 def test_short_training_makes_the_bits_switch_the_image():
-    """A short run (1,500 labelled-and-unlabelled images, 4 epochs) makes switching thickness
-    move the measured stroke width on well above chance."""
+    """A short run (1,500 images, 20% labelled, 4 epochs) raises the measured switch success
+    well above the untrained model's (which is ~0: its bits barely move the image)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     s = load_dataset("morpho-mnist-sample", draws=1, label_fraction=0.2)
+    x_test, y_test = s.test[list(range(200))]
     m = build_model("attribute", input_dim=784)
+
+    def switch_success() -> float:
+        metrics = m.label_metrics(x_test, y_test)
+        return sum(float(metrics[f"switch_{a}"].mean()) for a in MORPHO_ATTRIBUTES) / 3
+
+    before = switch_success()
     est = DirectEstimator(eps=0.1, label_eps=0.01)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     for epoch in range(4):
@@ -156,10 +163,9 @@ def test_short_training_makes_the_bits_switch_the_image():
             opt.zero_grad()
             total.backward()
             opt.step()
-    x, y = s.test[list(range(200))]
-    metrics = m.label_metrics(x, y)
-    assert float(metrics["acc_thick"].mean()) > 0.8
-    assert float(metrics["switch_thick"].mean()) > 0.6, float(metrics["switch_thick"].mean())
+    after = switch_success()
+    assert before < 0.2 and after > before + 0.3, (before, after)
+    assert float(m.label_metrics(x_test, y_test)["acc_slant"].mean()) > 0.9
 
 
 def test_make_celeba_demo_command(tmp_path, capsys):
