@@ -45,13 +45,15 @@ PAPER_COLUMN = {"exact": 0, "direct": 1, "gumbel-softmax": 2}
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """``"direct:eps=0.1"`` -> ``("direct", {"eps": 0.1})``: an estimator and its options."""
-    name, _, rest = spec.partition(":")
-    opts = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        opts[key] = float(value)
-    return name, opts
+    """``"direct:eps=0.1"`` -> ``("direct", {"eps": 0.1})``: an estimator and the
+    ``TrainConfig`` fields its options set, by structvae's one spec parser
+    (:mod:`structvae.training.specs`) with values converted by the estimator's declared options
+    (options without a field of their own come as ``estimator_options``)."""
+    from structvae.training.build import spec_fields
+
+    fields = spec_fields("categorical", spec)
+    fields.pop("model")
+    return fields.pop("estimator"), fields
 
 
 def spec_slug(spec: str) -> str:

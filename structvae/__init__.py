@@ -7,6 +7,7 @@ from .gumbel import gumbel_like, sample_gumbel
 from .inference import Gibbs, binary_gibbs_kl
 from .potentials import BinaryForm, Potentials
 from .solvers import Solver, available_solvers, get_solver, register
+from .training.loading import load_model
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,5 @@ __all__ = [
     "get_solver",
     "register",
     "available_solvers",
+    "load_model",
 ]

@@ -147,7 +147,8 @@ def test_gradients_of_entropy_kl_and_marginals_match_brute_force(case, seed):
         torch.autograd.grad((mu_ref * wm).sum(), inputs),
     ]
     for name in backends_for(p):
-        def fresh():  # a Gibbs caches its scores (and their graph): one per backward
+
+        def fresh(name=name):  # a Gibbs caches its scores (and their graph): one per backward
             return Gibbs(p, backend=name)
 
         got = [
@@ -225,6 +226,12 @@ def test_backend_choice_limits_and_errors():
     assert Gibbs(small_cycle).backend == "enumerate"
     with pytest.raises(ValueError, match="forest: sum-product needs a forest"):
         Gibbs(small_cycle, backend="forest")
+    tri = Potentials(
+        torch.randn(1, 5, 3), torch.tensor([[0, 1], [1, 2], [0, 2]]), torch.randn(1, 3, 3, 3)
+    )  # E < n, and still a cycle
+    with pytest.raises(ValueError, match=r"forest: .*cycle through edge \(0, 1\)"):
+        Gibbs(tri, backend="forest")
+    assert Gibbs(tri).backend == "enumerate"
     with pytest.raises(ValueError, match="split: split enumeration needs K = 2"):
         Gibbs(small_cycle, backend="split")
     with pytest.raises(ValueError, match="above max_assignments = 20"):
@@ -249,3 +256,19 @@ def test_split_kl_is_the_fused_binary_gibbs_kl_and_old_names_work():
         torch.randn(3, 7), torch.tensor([[0, 1], [2, 5], [1, 6]]), torch.randn(3, 3)
     )
     torch.testing.assert_close(Gibbs(p, backend="split").kl_to_uniform(), binary_gibbs_kl(p))
+
+
+@SETTINGS
+@given(case=problems(binary=True))
+def test_binary_form_reproduces_every_score(case):
+    p, edges = case
+    zs, s = brute(p.unary, edges, p.pairwise)
+    form = p.binary_form()
+    zf = zs.to(torch.float64)
+    pair = zf[:, [i for i, _ in edges]] * zf[:, [j for _, j in edges]]  # [M, E]
+    got = form.constant[:, None] + form.linear @ zf.t() + form.coupling @ pair.t()
+    torch.testing.assert_close(got, s, atol=1e-9, rtol=1e-9)
+    margin = p.pairwise[..., 0, 0] + p.pairwise[..., 1, 1] - p.pairwise[..., 0, 1]
+    torch.testing.assert_close(form.coupling, margin - p.pairwise[..., 1, 0])
+    with pytest.raises(ValueError, match="K = 2"):
+        Potentials(torch.zeros(1, 2, 3)).binary_form()

@@ -86,6 +86,19 @@ def _check_finite_losses(out: torch.Tensor, offset: int) -> None:
     )
 
 
+def check_result(res: EstimatorResult) -> EstimatorResult:
+    """``res`` unchanged, or :class:`NonFiniteLossError` when its loss at the sample is NaN/inf
+    (for estimators that call ``loss_fn`` without :func:`evaluate_losses`)."""
+    loss = res.loss.detach()
+    if not bool(torch.isfinite(loss).all()):
+        row = int((~torch.isfinite(loss)).nonzero()[0])
+        raise NonFiniteLossError(
+            f"loss_fn returned NaN or inf at the sample ({float(loss[row])} at row {row}); check "
+            "the decoder (its inputs and parameters) before the encoder"
+        )
+    return res
+
+
 @contextmanager
 def naming(estimator: str) -> Iterator[None]:
     """Add the estimator's name to a :class:`NonFiniteLossError` raised inside."""
@@ -204,7 +217,7 @@ class Estimator(ABC):
     def __call__(self, potentials: Potentials, loss_fn: LossFn, **kw) -> EstimatorResult:
         self.check(potentials)
         with naming(self.name):
-            return self.estimate(potentials, loss_fn, **kw)
+            return check_result(self.estimate(potentials, loss_fn, **kw))
 
     def begin(self, potentials: Potentials, **kw) -> Started:
         """Check ``potentials`` and start the work that needs no loss (e.g. a solve on a thread
@@ -217,7 +230,7 @@ class Estimator(ABC):
     def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
         """Complete an estimate started by :meth:`begin`."""
         with naming(self.name):
-            return self.estimate(started.potentials, loss_fn, **started.kwargs)
+            return check_result(self.estimate(started.potentials, loss_fn, **started.kwargs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -16,9 +16,9 @@ from ..gumbel import sample_gumbel
 from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver
-from ..solvers.auto import auto_solver_name
 from ..solvers.exact import all_assignments
 from ..solvers.pool import SolverPool
+from ..solvers.select import Structure, select
 from .base import (
     Estimator,
     EstimatorResult,
@@ -65,7 +65,9 @@ class DirectEstimator(Estimator):
         eps: ε, a float or a :class:`~structvae.estimators.Schedule` of the iteration
             (default: the paper's 1.0 · exp(−1e-5·t) every 500 iterations, ≥ 0.1).
         solver: a solver name or instance; ``None`` picks by structure
-            (:func:`structvae.solvers.auto.auto_solver_name`; ``independent`` without edges).
+            (:func:`structvae.solvers.select` on the potentials' structure, not knowing whether
+            the couplings are supermodular: ``independent`` / ``tree`` / ``exact`` / ``ilp``).
+            A run passes the one solver it selected for the model.
         direction: ``"towards-better"`` (z_ε maximises h + γ − εL̃; the paper's code) or
             ``"away-from-worse"`` (h + γ + εL̃, gradient (φ(z_ε) − φ(z*))/ε).
         samples: Gumbel samples per data point (the gradient averages over them).
@@ -134,7 +136,8 @@ class DirectEstimator(Estimator):
         """The solver in use (picked by structure on first use when none was given)."""
         if self.solver is None:
             p = potentials
-            self.solver = get_solver(auto_solver_name(p.num_vars, p.num_states, p.edges))
+            edges = p.edges if p.has_edges else None
+            self.solver = select(Structure(p.num_vars, p.num_states, edges))
         return self.solver
 
     def check(self, potentials: Potentials) -> None:

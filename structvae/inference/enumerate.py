@@ -58,8 +58,11 @@ class EnumerateBackend(Backend):
         return None
 
     def scores(self) -> torch.Tensor:
-        """The scores ``[B, K^n]`` of all assignments (computed once per grad mode)."""
+        """The scores ``[B, K^n]`` of all assignments (computed once per grad mode; without
+        grad, the detached scores of an earlier call with grad)."""
         key = torch.is_grad_enabled()
+        if not key and True in self._scores:
+            return self._scores[True].detach()
         if key not in self._scores:
             self._scores[key] = enumerate_scores(self.p, self.max_assignments)
         return self._scores[key]

@@ -21,6 +21,7 @@ from .backend import Backend, Marginals, expected_score
 __all__ = ["ForestBackend"]
 
 _WHO = "the forest Gibbs backend"
+_ADVICE = "use Gibbs(..., backend='split') (K = 2) or backend='enumerate'"
 
 
 class ForestBackend(Backend):
@@ -30,15 +31,22 @@ class ForestBackend(Backend):
 
     def __init__(self, potentials: Potentials) -> None:
         super().__init__(potentials)
-        self.schedule = cached_schedule(potentials, _WHO, "use backend 'split' or 'enumerate'")
+        self.schedule = (  # no edges: closed forms, no schedule (and no device sync)
+            cached_schedule(potentials, _WHO, _ADVICE) if potentials.has_edges else None
+        )
         self._cache: dict[bool, tuple[torch.Tensor, Marginals]] = {}
 
     @classmethod
     def refusal(cls, p: Potentials, **_) -> str | None:
         if not p.has_edges:
             return None
+        if p.num_edges >= p.num_vars:  # no graph lookup: more edges than a forest can have
+            return (
+                f"sum-product needs a forest, but {p.num_edges} edges on {p.num_vars} nodes "
+                "contain a cycle"
+            )
         try:
-            cached_schedule(p, _WHO)
+            cached_schedule(p, _WHO, _ADVICE)
         except ValueError as err:
             return f"sum-product needs a forest ({err})"
         return None
@@ -119,4 +127,6 @@ class ForestBackend(Backend):
 
     @torch.no_grad()
     def argmax(self) -> torch.Tensor:
+        if self.schedule is None:
+            return self.p.unary.argmax(-1)
         return forest_argmax(self.p, self.schedule)

@@ -262,7 +262,7 @@ class VAE(nn.Module, metaclass=ABCMeta):
         started = estimator.begin(enc.potentials, **sup.estimator_kwargs(), **kw)
         kl = self._kl_total(enc, sup)  # computed while a solver may work on z*
         res = estimator.finish(started, loss_fn)
-        total = res.surrogate + kl.mean()
+        total = res.surrogate + self.kl_term(estimator, kl)
         penalty, extra = sup.penalty(enc.potentials)
         if penalty is not None:
             total = total + penalty
@@ -270,6 +270,11 @@ class VAE(nn.Module, metaclass=ABCMeta):
             stats = step_statistics(res, kl, self.kl_in_loss(enc, sup.effective(res.z)))
         stats.update(extra)
         return total, stats
+
+    def kl_term(self, estimator, kl: torch.Tensor) -> torch.Tensor:
+        """The KL term added to the surrogate, from the per-row KL ``[B]``: ``kl.mean()`` (the
+        negative ELBO; issue 14's ``--objective paper`` hooks in here)."""
+        return kl.mean()
 
     def _kl_total(self, enc: Encoded, sup: Supervision | None = None) -> torch.Tensor:
         kl = self.kl(enc.potentials)

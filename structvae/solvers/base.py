@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..errors import SolverError
+from ..errors import NonFiniteError, SolverError
 from ..potentials import Potentials
 from ..registry import Registry
 
@@ -141,6 +141,12 @@ def _check_magnitude(p: Potentials, name: str) -> None:
     ok = bound < limit
     if not bool(ok.all()):
         b = int((~ok).nonzero()[0])
+        if not bool(torch.isfinite(bound[b])):
+            what = "NaN" if bool(torch.isnan(bound[b])) else "inf"
+            raise NonFiniteError(
+                f"solver {name!r}: the potentials of sample {b} hold {what} (built with "
+                "validate=False?); check the encoder's outputs"
+            )
         raise ValueError(
             f"solver {name!r}: the scores of sample {b} may overflow {dtype} (the sum of the "
             f"largest |entry| of each unary and pairwise table is {float(bound[b]):.3g}, above "

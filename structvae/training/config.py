@@ -38,7 +38,10 @@ lower validation accuracy on MNIST with 100 labels (docs/semisupervised.md)."""
 
 
 def _field(default, resume: str = IDENTITY):
-    """A :class:`TrainConfig` field with its resume policy in ``metadata["resume"]``."""
+    """A :class:`TrainConfig` field with its resume policy in ``metadata["resume"]``
+    (a ``dict`` default: a fresh empty dict per config)."""
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata={"resume": resume})
     return dataclasses.field(default=default, metadata={"resume": resume})
 
 
@@ -48,10 +51,15 @@ class TrainConfig:
 
     Attributes:
         dataset, data_root, download, binarize, split_seed: see :func:`structvae.data.load_dataset`.
-        model: a registered model (:func:`structvae.models.build_model`), e.g. ``"categorical"``.
+        model: a registered model (:func:`structvae.models.build_model`), e.g. ``"categorical"``,
+            or a spec with options, ``"structured:pairwise=general"``
+            (:mod:`structvae.training.specs`).
         latent: the model's latent spec; ``"NxK"`` (N variables × K categories) for categorical.
-        estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …).
-        solver: arg-max solver for estimators that take one (``None``: picked by structure).
+        estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …), or a spec
+            ``"direct:eps=0.1,solver=ilp"``; options with a field of their own (``eps``,
+            ``solver`` …) are that field.
+        solver: the run's arg-max solver, for the model and for estimators that take one
+            (``None``: :func:`structvae.solvers.select` picks it by structure).
         pairwise, graph, kl: the structured model's coupling family, graph and KL choice
             (:class:`structvae.models.StructuredVAE`; ``None``: the model's defaults).
         eps: ε₀ of the paper's ε schedule, ε = max(ε₀·exp(−1e-5·t), min(0.1, ε₀)) updated every
@@ -90,7 +98,7 @@ class TrainConfig:
             training split only) keeps its labels; every step takes one unlabelled batch of
             ``batch_size`` from the whole training split (labelled images included, ``y = -1``)
             plus one labelled batch of ``labelled_batch_size`` (default ``batch_size``, at most
-            ``labels``), cycled and re-shuffled (:mod:`structvae.semisup_data`). ``None``:
+            ``labels``), cycled and re-shuffled (:mod:`structvae.data.semisup`). ``None``:
             every training label is passed to such models (fully supervised).
         label_eps: ε of direct's labelled rows (z_ε = label); default 0.01 with ``labels``.
         alpha: the labelled rows' cross-entropy weight for estimators without label support
@@ -100,6 +108,9 @@ class TrainConfig:
             (``None``: ``Eyeglasses,Smiling,Male``; ``all``: the 40).
         label_fraction: ``--dataset celeba``: fraction of training images that keep their
             attribute labels (``None``: 1.0); the others are unlabelled (-1).
+        model_options, estimator_options: further options the model / estimator declares
+            (``--model-opt hidden=400,200``; values converted by their
+            :class:`~structvae.options.Option`).
 
     Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
     ``batch_size`` is the global batch, split over the processes.
@@ -141,6 +152,8 @@ class TrainConfig:
     label_eps: float | None = _field(None)
     alpha: float | None = _field(None)
     labelled_batch_size: int | None = _field(None)
+    model_options: dict = _field({})
+    estimator_options: dict = _field({})
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dict (``config.json``)."""

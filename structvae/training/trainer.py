@@ -27,34 +27,22 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..guard import sigterm_as_interrupt, train_step
-from ..solvers.pool import attach_pool
-from .artefacts import (
-    _RECON_IMAGES,
-    _fixed_images,
-    _plot_curves,
-    _save_generation_grid,
-    _save_images,
-)
-from .build import _device, _labelled_subset, _load_data, check_config
+from .artefacts import _RECON_IMAGES, _fixed_images, _plot_curves, _save_images
+from .build import _device, _labelled_subset, _load_data, check_config, resume_mismatch
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig, identity_fields
+from .config import TrainConfig
 from .evaluation import _evaluate_model
 from .rng import _epoch_seed, _rng_state, _set_rng_state
 from .rundir import (
-    _ARTIFACTS,
     METRIC_FIELDS,
     _append_metrics,
     _resolve_out,
     _write_json,
     _write_metrics,
+    claim_run_folder,
 )
 
 __all__ = ["Trainer", "train"]
-
-
-def _estimator_state(estimator):
-    fn = getattr(estimator, "state_dict", None)
-    return fn() if callable(fn) else None
 
 
 @dataclass
@@ -118,8 +106,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig) -> None:
-        self.config = dataclasses.replace(config)
-        self.parts = check_config(self.config)  # fails fast, before any data is read
+        self.parts = check_config(config)  # fails fast, before any data is read
+        self.config = dataclasses.replace(self.parts.config)  # the specs resolved
         self.model = self.parts.model
         self.estimator = self.parts.estimator
         self.device = _device(self.config.device)
@@ -129,11 +117,19 @@ class Trainer:
         self._pending_rng: dict | None = None
         self._steps = 0  # steps taken by this call (the max_steps budget)
         self._elapsed0 = 0.0  # progress.elapsed when this call started (the max_time_s budget)
+        self.lock = None  # the run folder's lock, held by rank 0 while fit() runs
 
     # ------------------------------------------------------------------ setting up
     def fit(self) -> dict:
         """Train, then evaluate ``best.pt`` on the test split; returns the results (also in
         ``results.json``) with ``run_dir`` added."""
+        try:
+            return self._fit()
+        finally:  # the run folder's lock (rank 0), however the call ends
+            if self.lock is not None:
+                self.lock.release()
+
+    def _fit(self) -> dict:
         self._setup()
         self._start()
         restore_sigterm = sigterm_as_interrupt()  # kill (SIGTERM) takes the Ctrl-C path below
@@ -191,29 +187,29 @@ class Trainer:
             params += [p for p in estimator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
         self.ctx.broadcast_parameters(params)
-        attach_pool(estimator, self.config.solver_workers)
         named = [(f"model.{k}", p) for k, p in model.named_parameters()]
         named += [(f"estimator.param{i}", p) for i, p in enumerate(params[len(named) :])]
         self.named = named
 
     def _start(self) -> None:
         """Resume from ``last.pt``, or clear the run folder's artefacts for a fresh run."""
-        out, ctx = self.out, self.ctx
+        out, ctx, config = self.out, self.ctx, self.config
+        if ctx.is_main:  # one writer per folder; a fresh run clears the old run's artefacts
+            self.lock = claim_run_folder(out, resume=config.resume, overwrite=config.overwrite)
         if self.config.resume:
             self._resume(load_checkpoint(out / "last.pt"))
         elif ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            for name in _ARTIFACTS:
-                (out / name).unlink(missing_ok=True)
             _write_metrics(out, [])
-        if ctx.is_main:
-            _write_json(out / "config.json", self.config.to_dict())
+        if ctx.is_main:  # with the solver the run uses (its request is config.solver)
+            record = {**self.config.to_dict(), "solver_used": self.parts.solver.name}
+            _write_json(out / "config.json", record)
             self._write_labelled()
         self._elapsed0 = self.progress.elapsed
         self.log(
             f"training {self.config.model} {self.config.latent} with {self.config.estimator} on "
             f"{self.config.dataset} ({len(self.splits.train)} train / {len(self.splits.val)} val"
-            f" / {len(self.splits.test)} test) on {self.device}; run folder {out}"
+            f" / {len(self.splits.test)} test), solver {self.parts.solver.name}, on "
+            f"{self.device}; run folder {out}"
         )
 
     def _write_labelled(self) -> None:
@@ -229,14 +225,13 @@ class Trainer:
     def _resume(self, ckpt: dict) -> None:
         """Restore the model, optimizer, estimator, counters and RNG states from ``ckpt``."""
         out = self.out
-        saved = TrainConfig.from_dict(ckpt.get("config", {}))
-        for name in identity_fields():
-            a, b = getattr(saved, name), getattr(self.config, name)
-            if a != b:
-                raise ValueError(
-                    f"cannot resume {out}: {name} was {a!r} in that run, now {b!r}; "
-                    "use the same settings (epochs, max_steps and device may change)"
-                )
+        clash = resume_mismatch(TrainConfig.from_dict(ckpt.get("config", {})), self.config)
+        if clash is not None:
+            name, was, now = clash
+            raise ValueError(
+                f"cannot resume {out}: {name} was {was!r} in that run, now {now!r}; "
+                "use the same settings (epochs, max_steps and device may change)"
+            )
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -252,7 +247,7 @@ class Trainer:
         p.elapsed, p.best_val = float(ckpt["time_s"]), float(ckpt["best_val"])
         p.best_epoch, p.history = ckpt.get("best_epoch"), list(ckpt["history"])
         p.sums = EpochSums.from_state(ckpt.get("epoch_sums"), self.device)
-        self.estimator.iteration = int(ckpt.get("estimator_iteration", p.iteration))
+        self.estimator.set_step(int(ckpt.get("estimator_iteration", p.iteration)))
         if p.position:  # mid-epoch: the RNG state after the epoch's first `position` batches
             self._pending_rng = ckpt["rng"]
         else:
@@ -277,7 +272,7 @@ class Trainer:
 
         config, seed = self.config, _epoch_seed(self.config.seed, epoch)
         if self.labelled is not None:  # semi-supervised: unlabelled + labelled batch per step
-            from ..data.semisup_data import MixedBatches
+            from ..data.semisup import MixedBatches
 
             return MixedBatches(
                 self.splits.train,
@@ -353,8 +348,8 @@ class Trainer:
             return
         x, y = part
         x = x.to(self.device, non_blocking=True)
-        self.estimator.iteration = p.iteration
-        kw = {"y": y.to(self.device)} if getattr(self.model, "uses_labels", False) else {}
+        self.estimator.set_step(p.iteration)
+        kw = {"y": y.to(self.device)} if self.model.uses_labels else {}
         stats = train_step(
             self.model,
             self.estimator,
@@ -487,7 +482,7 @@ class Trainer:
             "val_loss": p.history[-1]["val_loss"] if p.history else None,
             "config": self.config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "estimator": _estimator_state(self.estimator),
+            "estimator": self.estimator.state_dict(),
             "estimator_iteration": p.iteration,
             "time_s": p.elapsed,
             "best_val": p.best_val,
@@ -501,9 +496,9 @@ class Trainer:
         config, out = self.config, self.out
         if rows:
             _plot_curves(out, rows)
-        args = (self.image_shape, out, prefix, config.seed, self.device)
-        _save_images(self.model, self.fixed_x, *args)
-        _save_generation_grid(self.model, *args)
+        _save_images(
+            self.model, self.fixed_x, self.image_shape, out, prefix, config.seed, self.device
+        )
 
     def _log_row(self, row: dict, means: dict, improved: bool) -> None:
         extra = "".join(f" {k}={row[k]:.3g}" for k in ("eps", "temperature") if row[k] is not None)
@@ -535,11 +530,11 @@ class Trainer:
             "test_loss": test["loss"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
-            "test_iwae_nll": test["iwae_nll"],
+            "test_iwae_nll": test.get("iwae_nll"),  # None: skipped (eval_samples 0) or intractable
             "iwae_samples": config.eval_samples,
             # what test_loss is: the KL it adds, and whether it estimates a bound on -log p(x)
-            "kl_kind": getattr(self.model, "kl_kind", None),
-            "test_loss_is_bound": getattr(self.model, "loss_is_bound", None),
+            "kl_kind": self.model.kl_kind,
+            "test_loss_is_bound": self.model.loss_is_bound,
             "best_epoch": best.get("epoch"),
             "best_val_loss": best.get("val_loss"),
             "epochs": rows[-1]["epoch"] if rows else 0,
@@ -550,6 +545,7 @@ class Trainer:
             "model": config.model,
             "latent": config.latent,
             "estimator": config.estimator,
+            "solver": self.parts.solver.name,
             "seed": config.seed,
         }
         results.update({f"test_{k}": v for k, v in test["labels"].items()})
@@ -562,6 +558,7 @@ class Trainer:
     def _log_results(self, results: dict) -> None:
         iwae = results["test_iwae_nll"]
         iwae_text = "n/a (intractable)" if iwae is None else f"{iwae:.2f}"
+        iwae_text = iwae_text if results["iwae_samples"] else "skipped (--eval-samples 0)"
         bound = "" if results["test_loss_is_bound"] is not False else " (not a bound)"
         kind = f", KL {results['kl_kind']}" if results["kl_kind"] else ""
         self.log(
