@@ -428,13 +428,16 @@ def _scan_imports(argv: list[str]) -> tuple[list[str], str | None]:
     return imports, command
 
 
-def _load_plugins(imports: list[str], command: str | None) -> bool:
-    """Load the plugins; on failure print the one-line error and return False."""
+def _load_plugins(imports: list[str], command: str | None, debug: bool = False) -> bool:
+    """Load the plugins; on failure print the one-line error (``--debug``: raise, so that the
+    plugin's traceback shows) and return False."""
     from .plugins import PluginError, load_plugins
 
     try:
         load_plugins(imports)
     except PluginError as e:
+        if debug:
+            raise
         print(f"structvae{' ' + command if command else ''}: error: {e}", file=sys.stderr)
         return False
     return True
@@ -535,12 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     imports, command = _scan_imports(argv)
-    if not _load_plugins(imports, command):
+    if not _load_plugins(imports, command, debug="--debug" in argv):
         return 1
     parser = build_parser()
     args = parser.parse_args(argv)
-    late = [*args.global_imports, *getattr(args, "imports", [])]  # e.g. abbreviated --imp
-    if not _load_plugins(late, args.command):
+    plugin_args = vars(args)  # the subcommands never see --import: it is done here
+    late = [*plugin_args.pop("global_imports", []), *plugin_args.pop("imports", [])]
+    if not _load_plugins(late, args.command, getattr(args, "debug", False)):  # e.g. --imp x
         return 1
     if args.command is None:
         parser.print_help(sys.stderr)
