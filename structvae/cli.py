@@ -293,9 +293,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gradients_args(p)
     sub.add_parser("estimators", help="list the gradient estimators")
     sub.add_parser("datasets", help="list the datasets")
+    _add_celeba_demo_parser(sub)
     _add_import_args(parser, sub)
     _add_run_flags(parser, sub)
     return parser
+
+
+def _add_celeba_demo_parser(sub) -> None:
+    """``structvae make-celeba-demo FOLDER --images N``: the synthetic faces of
+    :mod:`structvae.faces` in CelebA's file formats."""
+    p = sub.add_parser(
+        "make-celeba-demo",
+        help="write synthetic faces in CelebA's file formats (for --dataset celeba)",
+        description="Write N procedurally drawn faces (Eyeglasses, Smiling, Male, No_Beard, "
+        "Wearing_Lipstick and the hair colours drawn visibly) as img_align_celeba/*.jpg, "
+        "list_attr_celeba.txt and list_eval_partition.txt (80/10/10) into FOLDER; then "
+        "`structvae train --dataset celeba --data-root FOLDER --binarize none --model attribute`.",
+    )
+    p.add_argument("folder", help="where to write the files (created if missing)")
+    p.add_argument("--images", type=int, default=2000, help="number of faces (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _make_celeba_demo(args: argparse.Namespace) -> int:
+    from .faces import make_synthetic_celeba
+
+    try:
+        make_synthetic_celeba(args.folder, num_images=args.images, seed=args.seed)
+    except (ValueError, OSError) as e:
+        print(f"structvae make-celeba-demo: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.images} synthetic faces in CelebA's formats to {args.folder}")
+    return 0
 
 
 # ------------------------------------------------------- errors, threads, verbosity (issue 13)
@@ -544,6 +573,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
         print(json.dumps(res, indent=2))
         return 0
+    if args.command == "make-celeba-demo":
+        return _make_celeba_demo(args)
     if args.command == "gradients":
         from .lab.run import main as gradients_main
 

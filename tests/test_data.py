@@ -715,6 +715,8 @@ def test_argument_checks(tmp_path):
         "omniglot",
         "binarized-mnist",
         "celeba",
+        "morpho-mnist",
+        "morpho-mnist-sample",
     )
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("cifar10")

@@ -135,7 +135,7 @@ def test_grids_default_empty_and_named_for_labelled_models():
     att = _small("celeba")
     x = torch.rand(3, 3 * 64 * 64)
     images, nrow = att.grids(x)["attribute_grid"]
-    assert nrow == 1 + 2 * 2 and images.shape == (3 * nrow, 3, 64, 64)
+    assert nrow == 2 + 2 * 2 and images.shape == (3 * nrow, 3, 64, 64)  # input, reconstruction
     old, titles = att.attribute_grid(x)
     assert torch.allclose(old.flatten(0, 1), images) and len(titles) == nrow
 

@@ -13,6 +13,7 @@ from .celeba import CELEBA_IMAGE_SHAPE, load_celeba
 from .datasets import DataSplits
 from .mnist import _load_torchvision_mnist
 from .mnist_sample import _load_mnist_sample
+from .morpho import register_morpho_datasets
 from .omniglot import _load_omniglot
 from .registry import DatasetRequest, image_splits, register_dataset
 
@@ -109,7 +110,7 @@ def celeba(request: DatasetRequest) -> DataSplits:
 
 
 def register_builtin_datasets() -> None:
-    """Register the six built-in datasets (idempotent: the same definitions replace themselves)."""
+    """Register the built-in datasets (idempotent: the same definitions replace themselves)."""
     register_dataset("mnist-sample", mnist_sample, num_classes=10)
     register_dataset("mnist", mnist, num_classes=10)
     register_dataset("fashion-mnist", fashion_mnist, aliases=("fmnist",), num_classes=10)
@@ -122,3 +123,4 @@ def register_builtin_datasets() -> None:
         binarize_modes=("none",),
         options=("attributes", "label_fraction"),
     )
+    register_morpho_datasets()

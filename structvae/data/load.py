@@ -43,7 +43,7 @@ def load_dataset(
     verify: bool = False,
     cache_dir: str | os.PathLike | None = None,
     attributes: str | Sequence[str] | None = None,
-    label_fraction: float = 1.0,
+    label_fraction: float | None = None,
     **options: Any,
 ) -> DataSplits:
     """Load ``name`` (one of ``DATASETS``, or a registered dataset) as train / val / test splits.
@@ -65,9 +65,10 @@ def load_dataset(
             original MD5s) and the expected image counts.
         cache_dir: where extracted copies of read-only data go; default
             :func:`default_cache_dir`.
-        attributes, label_fraction: ``celeba`` only (:mod:`structvae.data.celeba`): the
-            attributes that form ``y`` (``"Eyeglasses,Smiling,Male"`` by default) and the
-            fraction of training images that keep their labels (the others get -1).
+        attributes, label_fraction: the attribute datasets (``celeba``, ``morpho-mnist``,
+            ``morpho-mnist-sample``): the attributes that form ``y`` and the fraction of
+            training images that keep their labels (the others get -1); ``None``: the
+            dataset's default (celeba: all labels; morpho: 0.1).
         options: the options a registered dataset declares (``register_dataset(options=)``).
     """
     info = get_dataset(name)
@@ -77,7 +78,7 @@ def load_dataset(
         raise ValueError(f"dataset {info.name!r} takes binarize in ({modes}), got {binarize!r}")
     if attributes is not None:
         options["attributes"] = attributes
-    if label_fraction != 1.0:
+    if label_fraction is not None:
         options["label_fraction"] = label_fraction
     _check_options(info.name, info.options, options)
     request = DatasetRequest(

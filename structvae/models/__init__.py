@@ -13,9 +13,9 @@ from torch import nn
 
 from ..nn import mlp
 from ..registry import Registry
+from .attribute import AttributeVAE
 from .base import VAE, BaseVAE, ModelOutput
 from .categorical import CategoricalVAE, parse_latent
-from .celeba import AttributeVAE
 from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent
 
@@ -42,7 +42,8 @@ MODELS: Registry[nn.Module] = Registry(
 )
 MODELS.add("categorical", CategoricalVAE.from_spec)
 MODELS.add("structured", StructuredVAE.from_spec)
-MODELS.add("celeba", AttributeVAE.from_spec)
+MODELS.add("attribute", AttributeVAE.from_spec)
+MODELS.add("celeba", AttributeVAE.from_spec)  # the alias of "attribute"
 MODELS.add("semisupervised", SemiSupervisedVAE.from_spec)
 
 

@@ -204,7 +204,8 @@ def build_estimator(config: TrainConfig, solver=None):
         options["eps"] = _SCHEDULES["eps"](DEFAULT_EPS)
     if "temperature" in declared and "temperature" not in options:
         options["temperature"] = paper_temperature()
-    if config.labels is not None and "label_eps" in declared and "label_eps" not in options:
+    labelled = config.labels is not None or config.model in ("attribute", "celeba")
+    if labelled and "label_eps" in declared and "label_eps" not in options:
         options["label_eps"] = _label_eps(DEFAULT_LABEL_EPS)
     if config.solver_workers and "pool" in declared:
         options["pool"] = SolverPool(config.solver_workers)
@@ -233,6 +234,15 @@ def _model_options(config: TrainConfig) -> dict:
     return convert_options(opts, declared, f"model {config.model!r}")
 
 
+def model_latent(config: TrainConfig):
+    """The latent spec the model is built from: ``config.latent``, except that the attribute
+    model (whose ``--latent`` is its style-code size) gets its own default in place of the
+    categorical default ``1x10``."""
+    if config.model in ("attribute", "celeba") and config.latent == TrainConfig.latent:
+        return None
+    return config.latent
+
+
 def _names(options) -> set[str]:
     return {o.name for o in options}
 
@@ -248,7 +258,7 @@ def build_run_model(
     if seed:
         _seed_everything(config.seed)
     options = _model_options(config)
-    model = build_model(config.model, latent=config.latent, input_dim=input_dim, **options)
+    model = build_model(config.model, latent=model_latent(config), input_dim=input_dim, **options)
     model.use_solver(select(model.structure, solver_request or config.solver or "auto"))
     return model
 
@@ -327,21 +337,37 @@ def _canonical_dataset(name: str) -> str:
 
 
 def _data_options(config: TrainConfig) -> dict:
-    """Dataset options (``--attributes``, ``--label-fraction``: celeba only), checked."""
+    """Dataset options (``--attributes``, ``--label-fraction``: the attribute datasets, those that
+    declare them — celeba, morpho-mnist, morpho-mnist-sample), checked; the attribute model
+    needs such a dataset."""
+    from ..data import get_dataset
+    from ..data.labels import check_label_fraction
+
     opts = {
         k: getattr(config, k)
         for k in ("attributes", "label_fraction")
         if getattr(config, k) is not None
     }
+    accepted = get_dataset(config.dataset).options
+    refused = [k for k in opts if k not in accepted]
+    if refused:
+        flags = " / --".join(k.replace("_", "-") for k in refused)
+        raise ValueError(
+            f"--{flags} only apply to the attribute datasets (celeba, morpho-mnist, "
+            f"morpho-mnist-sample), not --dataset {config.dataset}"
+        )
+    if config.model in ("attribute", "celeba") and "attributes" not in accepted:
+        raise ValueError(
+            f"--model {config.model} learns attribute labels; --dataset {config.dataset} has "
+            "none (use celeba, morpho-mnist or morpho-mnist-sample)"
+        )
+    if "label_fraction" in opts:
+        check_label_fraction(opts["label_fraction"])
     if _canonical_dataset(config.dataset) != "celeba":
-        if opts:
-            flags = " / --".join(k.replace("_", "-") for k in opts)
-            raise ValueError(f"--{flags} only apply to --dataset celeba")
         return opts
-    from ..data.celeba import check_label_fraction, parse_attributes
+    from ..data.celeba import parse_attributes
 
     parse_attributes(opts.get("attributes"))
-    check_label_fraction(opts.get("label_fraction", 1.0))
     if config.binarize != "none":
         raise ValueError(
             "--dataset celeba models colour intensities in [0, 1]: pass --binarize none "
