@@ -88,11 +88,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="arg-max solver for direct (default: by structure); see `structvae solvers`",
     )
     g.add_argument(
+        "--objective",
+        choices=("elbo", "paper"),
+        default=S,
+        help="elbo (default): every estimator trains the negative ELBO, KL gradient included; "
+        "paper: the reference code's objective (direct: KL not trained, eps0 = 1; "
+        "see docs/objectives.md)",
+    )
+    g.add_argument(
         "--eps",
         type=float,
         default=S,
-        help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1; "
-        "1 is the paper's schedule, which under a trained KL leaves the encoder near uniform)",
+        help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1, or 1 "
+        "with --objective paper; 1 under a trained KL leaves the encoder near uniform)",
     )
     g.add_argument(
         "--temperature",

@@ -60,6 +60,7 @@ from .estimators import available_estimators, get_estimator
 from .estimators.schedules import Constant, ExponentialDecay, paper_temperature
 from .guard import sigterm_as_interrupt, train_step
 from .models import build_model
+from .models.reference import check_objective, default_eps0, set_objective
 from .solvers import get_solver
 from .solvers.pool import attach_pool, check_workers
 
@@ -102,6 +103,7 @@ _IDENTITY_FIELDS = (
     "model",
     "latent",
     "estimator",
+    "objective",
     "solver",
     "pairwise",
     "graph",
@@ -146,6 +148,9 @@ class TrainConfig:
         model: a registered model (:func:`structvae.models.build_model`), e.g. ``"categorical"``.
         latent: the model's latent spec; ``"NxK"`` (N variables × K categories) for categorical.
         estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …).
+        objective: ``"elbo"`` (every estimator trains the negative ELBO, KL gradient included)
+            or ``"paper"`` (the reference code's objective: direct's KL is computed but not
+            trained and its default ε₀ is 1; :mod:`structvae.models.reference`).
         solver: arg-max solver for estimators that take one (``None``: picked by structure).
         pairwise, graph, kl: the structured model's coupling family, graph and KL choice
             (:class:`structvae.models.StructuredVAE`; ``None``: the model's defaults).
@@ -206,6 +211,7 @@ class TrainConfig:
     model: str = "categorical"
     latent: str = "1x10"
     estimator: str = "direct"
+    objective: str = "elbo"
     solver: str | None = None
     pairwise: str | None = None
     graph: str | None = None
@@ -292,7 +298,7 @@ def build_estimator(config: TrainConfig):
             raise ValueError(f"estimator {name!r} does not take {flag}")
         options[field] = make(value)
     if "eps" in params and "eps" not in options:
-        options["eps"] = _schedule(DEFAULT_EPS, 500, "eps")
+        options["eps"] = _schedule(default_eps0(config.objective, DEFAULT_EPS), 500, "eps")
     if "temperature" in params and "temperature" not in options:
         options["temperature"] = paper_temperature()
     if config.labels is not None and "label_eps" in params and "label_eps" not in options:
@@ -342,6 +348,7 @@ def check_config(config: TrainConfig, input_dim: int | None = None):
         raise ValueError(f"--lr must be a positive number, got {config.lr!r}")
     _device(config.device)
     check_workers(config.solver_workers)
+    check_objective(config.objective)
     estimator = build_estimator(config)
     model = build_model(
         config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
@@ -845,6 +852,7 @@ def train(config: TrainConfig) -> dict:
     model = build_model(
         config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
     ).to(device)
+    set_objective(model, config.objective)
     if hasattr(estimator, "setup"):  # estimators with networks sized by the latents
         estimator.setup(*model.latent_shape)
     if isinstance(estimator, nn.Module):

@@ -40,6 +40,7 @@ from ..solvers import Solver
 from ..solvers.exact import all_assignments
 from .objective import EncoderParams, estimator_objective
 from .pairwise import EXACT_KL_MAX_VARS, PairwiseBinaryLatents
+from .reference import training_kl
 
 __all__ = ["AttributeVAE", "conv_encoder", "conv_decoder", "parse_style_latent", "CODES"]
 
@@ -256,7 +257,7 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
                 kw["labels"] = y
         res = estimator(potentials, self.loss_fn(x, style), **kw)
         kl = self.kl(potentials) + self.style_kl(mu, logvar)
-        total, stats = estimator_objective(res, kl)
+        total, stats = estimator_objective(res, kl, training_kl(self, estimator, kl))
         if labelled is not None:
             stats["labelled"] = labelled.float().mean()
         return total, stats

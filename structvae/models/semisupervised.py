@@ -35,6 +35,7 @@ from ..potentials import Potentials
 from .categorical import parse_latent
 from .mlp import mlp
 from .objective import EncoderParams
+from .reference import training_kl
 
 __all__ = ["SemiSupervisedVAE", "parse_semisup_latent"]
 
@@ -227,7 +228,7 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
         else:
             res = estimator(potentials, loss_fn, **kw)
         kl = self.kl(potentials, y)
-        total = res.surrogate + kl.mean()
+        total = res.surrogate + training_kl(self, estimator, kl)
         stats = {}
         if labelled:
             has = y >= 0
