@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import Option
 from ..potentials import Potentials
 from .base import (
     Estimator,
@@ -45,6 +46,12 @@ class ARMEstimator(Estimator):
     """
 
     name = "arm"
+    options = (
+        Option("samples", int, 1, "samples per data point (the gradient averages over them)"),
+        Option(
+            "chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False
+        ),
+    )
     unbiased = True
 
     def __init__(self, samples: int = 1, chunk_size: int = 512) -> None:

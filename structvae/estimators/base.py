@@ -13,10 +13,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..options import Option
 from ..potentials import Potentials
 from ..registry import Registry
 
@@ -92,18 +94,56 @@ class Started:
 class Estimator(ABC):
     """Base class of gradient estimators.
 
-    Class attributes: ``supports_edges`` (pairwise potentials accepted), ``relaxed``
-    (``loss_fn`` receives relaxed, non-one-hot inputs), ``unbiased``. The training loop sets
-    ``iteration`` before each step so that schedules (ε, temperature) follow training.
+    Class attributes (what the training loop reads instead of probing the object):
+
+    - ``options``: the constructor options a user may set (:class:`~structvae.options.Option`),
+      e.g. ``eps``, ``temperature``, ``solver``;
+    - ``supports_labels``: :meth:`estimate` takes ``labels=`` (long ``[B]`` or ``[B, n]``, -1
+      where unlabelled) and uses z_ε = label on labelled rows;
+    - ``uses_solver``: the estimator solves arg-max problems with a ``solver`` (an instance
+      attribute, ``None`` until given one); the run gives it the model's one solver;
+    - ``supports_edges`` (pairwise potentials accepted), ``relaxed`` (``loss_fn`` receives
+      relaxed, non-one-hot inputs), ``unbiased``.
+
+    The training loop calls :meth:`setup` once with the model's latent shape, :meth:`set_step`
+    before every step (schedules of ε and temperature read ``iteration``), and checkpoints
+    :meth:`state_dict`.
     """
 
     name: str = "estimator"
+    options: ClassVar[tuple[Option, ...]] = ()
+    supports_labels: ClassVar[bool] = False
+    uses_solver: ClassVar[bool] = False
     supports_edges: bool = False
     relaxed: bool = False
     unbiased: bool = False
 
     def __init__(self) -> None:
         self.iteration = 0
+
+    def setup(self, latent_shape: tuple[int, int] | int, num_categories: int | None = None):
+        """Prepare for latents of shape ``(n, K)`` (``setup((n, K))`` or ``setup(n, K)``).
+
+        The default does nothing; estimators with networks sized by the latents build them."""
+        _latent_shape(latent_shape, num_categories)
+        return self
+
+    def set_step(self, iteration: int) -> None:
+        """Tell the estimator the training iteration (schedules of ε / temperature follow it)."""
+        self.iteration = int(iteration)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the estimator; ``{}`` for estimators without state."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:
+        """Restore :meth:`state_dict`; a no-op for estimators without state."""
+        if strict and state:
+            raise ValueError(
+                f"estimator {self.name!r} keeps no state, but the checkpoint holds "
+                f"{sorted(state)}; was it saved by another estimator?"
+            )
+        return None
 
     def check(self, potentials: Potentials) -> None:
         """Raise ``ValueError`` when ``potentials`` are unsupported, before any work."""
@@ -140,6 +180,20 @@ class Estimator(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _latent_shape(latent_shape, num_categories) -> tuple[int, int]:
+    """``(n, K)`` from ``setup``'s two call forms, or ``ValueError``."""
+    if num_categories is not None:
+        shape = (latent_shape, num_categories)
+    elif isinstance(latent_shape, (tuple, list)) and len(latent_shape) == 2:
+        shape = tuple(latent_shape)
+    else:
+        raise ValueError(f"setup needs the latent shape (n, K), got {latent_shape!r}")
+    n, k = (int(v) for v in shape)
+    if n < 1 or k < 1:
+        raise ValueError(f"setup needs n >= 1 variables and K >= 1 states, got {shape}")
+    return n, k
 
 
 _REGISTRY: Registry[Estimator] = Registry(

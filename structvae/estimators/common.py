@@ -15,7 +15,7 @@ from torch import nn
 
 from ..gumbel import sample_gumbel
 from ..potentials import Potentials
-from .base import Estimator
+from .base import Estimator, _latent_shape
 
 __all__ = [
     "ModuleEstimator",
@@ -119,9 +119,16 @@ class ModuleEstimator(Estimator, nn.Module):
     def build(self, num_latents: int, num_categories: int) -> None:
         """Create the networks for ``n = num_latents`` variables with ``K`` categories."""
 
-    def setup(self, num_latents: int, num_categories: int) -> ModuleEstimator:
-        """Build the networks for latents ``[n, K]`` once; a different shape later is an error."""
-        shape = (int(num_latents), int(num_categories))
+    # nn.Module's checkpointing, not the stateless default of Estimator (first in the MRO)
+    state_dict = nn.Module.state_dict
+    load_state_dict = nn.Module.load_state_dict
+
+    def setup(
+        self, latent_shape: tuple[int, int] | int, num_categories: int | None = None
+    ) -> ModuleEstimator:
+        """Build the networks for latents ``(n, K)`` once (``setup((n, K))`` or ``setup(n, K)``);
+        a different shape later is an error."""
+        shape = _latent_shape(latent_shape, num_categories)
         if self.latent_shape is not None:
             if shape != self.latent_shape:
                 raise ValueError(

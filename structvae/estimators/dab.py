@@ -16,6 +16,7 @@ from torch.func import functional_call
 
 from ..gumbel import sample_gumbel
 from ..models.mlp import mlp
+from ..options import Option, boolean, int_tuple
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 from .common import ModuleEstimator, check_hidden, check_positive, surrogate_dtype
@@ -44,6 +45,11 @@ class DABEstimator(ModuleEstimator):
     """
 
     name = "dab"
+    options = (
+        Option("gamma", float, 10.0, "weight of the L2 bridge penalty"),
+        Option("hidden", int_tuple, (64,), "widths of the bridge's hidden layers"),
+        Option("condition_input", boolean, False, "let the penalty's gradient reach the logits"),
+    )
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import NonFiniteError
 from ..gumbel import sample_gumbel
+from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver
 from ..solvers.auto import auto_solver_name
@@ -86,6 +87,19 @@ class DirectEstimator(Estimator):
 
     name = "direct"
     supports_edges = True
+    supports_labels = True
+    uses_solver = True
+    options = (
+        Option("eps", float, None, "epsilon (default: the paper's 1.0 * exp(-1e-5 t), >= 0.1)"),
+        Option("solver", str, None, "arg-max solver (default: chosen by the structure)"),
+        Option("direction", str, "towards-better", "sign of the loss perturbation", DIRECTIONS),
+        Option("samples", int, 1, "Gumbel samples per data point"),
+        Option("candidates", str, "auto", "how the loss of z_eps's problem is formed", CANDIDATES),
+        Option("label_eps", float, None, "epsilon of labelled rows (default: eps)"),
+        Option("chunk_size", int, 512, "candidates per loss_fn call", identity=False),
+        Option("max_assignments", int, 2**12, "the limit of candidates='all'"),
+        Option("pool", int, None, "threads solving z* while the step goes on", identity=False),
+    )
 
     def __init__(
         self,

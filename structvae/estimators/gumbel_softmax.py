@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..gumbel import sample_gumbel
+from ..options import Option, boolean
 from ..potentials import Potentials
 from .base import Estimator, EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 from .schedules import Schedule, as_schedule, paper_temperature
@@ -27,6 +28,12 @@ class GumbelSoftmaxEstimator(Estimator):
     """
 
     name = "gumbel-softmax"
+    options = (
+        Option("temperature", float, None, "the temperature tau (default: the paper's schedule)"),
+        Option(
+            "straight_through", boolean, False, "forward the hard sample, backward the relaxed one"
+        ),
+    )
     relaxed = True
 
     def __init__(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import Option
 from ..potentials import Potentials
 from .base import (
     Estimator,
@@ -53,6 +54,12 @@ class MuPropEstimator(Estimator):
     """
 
     name = "muprop"
+    options = (
+        Option("samples", int, 1, "samples per data point (the gradient averages over them)"),
+        Option(
+            "chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False
+        ),
+    )
     relaxed = True
     unbiased = True
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..models.mlp import mlp
+from ..options import Option, boolean, int_tuple
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 from .common import (
@@ -50,6 +51,16 @@ def conditional_gumbel(logp: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> 
     return torch.where(hot, top, others)
 
 
+_REBAR_OPTIONS = (
+    Option("eta", float, 1.0, "initial control-variate scale eta"),
+    Option("init_temperature", float, 0.5, "initial relaxation temperature lambda"),
+    Option("learn_eta", boolean, True, "learn eta"),
+    Option("learn_temperature", boolean, True, "learn the temperature"),
+    Option("samples", int, 1, "samples per data point (independent estimates, averaged)"),
+    Option("chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False),
+)
+
+
 @register_estimator("rebar")
 class RebarEstimator(ModuleEstimator):
     """REBAR: score function with a conditional Gumbel-softmax control variate, η and λ tuned.
@@ -70,6 +81,7 @@ class RebarEstimator(ModuleEstimator):
     """
 
     name = "rebar"
+    options = (*_REBAR_OPTIONS,)
     relaxed = True
     unbiased = True
     uses_loss_in_control = True
@@ -172,6 +184,11 @@ class RelaxEstimator(RebarEstimator):
     """
 
     name = "relax"
+    options = (
+        Option("hidden", int_tuple, (64,), "widths of r_phi's hidden layers"),
+        Option("rebar_term", boolean, True, "include REBAR's term in the control"),
+        *_REBAR_OPTIONS,
+    )
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..models.mlp import mlp
+from ..options import Option, boolean, int_tuple, optional
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 from .common import (
@@ -63,6 +64,22 @@ class ReinforceEstimator(ModuleEstimator):
     """
 
     name = "reinforce"
+    options = (
+        Option("baseline", str, "moving-average", "the baseline", choices=BASELINES),
+        Option(
+            "samples",
+            optional(int),
+            None,
+            "samples per data point (default 2 for leave-one-out, else 1)",
+        ),
+        Option("decay", float, 0.9, "the moving average's decay"),
+        Option("hidden", int_tuple, (100,), "NVIL baseline network widths"),
+        Option("signal_decay", float, 0.8, "NVIL's running-statistics decay"),
+        Option("normalise", optional(boolean), None, "divide NVIL's signal by max(1, sqrt(v))"),
+        Option(
+            "chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False
+        ),
+    )
     unbiased = True
 
     def __init__(
@@ -174,6 +191,15 @@ class NVILEstimator(ReinforceEstimator):
     """
 
     name = "nvil"
+    options = (
+        Option("samples", int, 1, "samples per data point (the gradient averages over them)"),
+        Option("hidden", int_tuple, (100,), "NVIL baseline network widths"),
+        Option("signal_decay", float, 0.8, "NVIL's running-statistics decay"),
+        Option("normalise", boolean, True, "divide NVIL's signal by max(1, sqrt(v))"),
+        Option(
+            "chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False
+        ),
+    )
 
     def __init__(
         self,
@@ -202,6 +228,12 @@ class LeaveOneOutReinforceEstimator(ReinforceEstimator):
     """
 
     name = "reinforce-loo"
+    options = (
+        Option("samples", int, 4, "samples per data point (the gradient averages over them)"),
+        Option(
+            "chunk_size", int, 512, "candidates per loss_fn call (bounds memory)", identity=False
+        ),
+    )
 
     def __init__(self, samples: int = 4, chunk_size: int = 512) -> None:
         super().__init__(baseline="leave-one-out", samples=samples, chunk_size=chunk_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..options import Option
 from ..potentials import Potentials
 from .base import (
     Estimator,
@@ -93,6 +94,15 @@ class IdentitySTEstimator(Estimator):
     """
 
     name = "st-identity"
+    options = (
+        Option(
+            "on",
+            str,
+            "probabilities",
+            "identity w.r.t. probabilities or logits",
+            choices=("probabilities", "logits"),
+        ),
+    )
 
     def __init__(self, on: str = "probabilities") -> None:
         super().__init__()
@@ -128,6 +138,7 @@ class NoiseSTEstimator(Estimator):
     """
 
     name = "st-noise"
+    options = (Option("noise", str, "logistic", "the noise law", choices=NOISES),)
     deterministic = False
 
     def __init__(self, noise: str = "logistic") -> None:
@@ -172,6 +183,7 @@ class DeterministicSTEstimator(NoiseSTEstimator):
     """
 
     name = "st-deterministic"
+    options = (Option("noise", str, "logistic", "the noise law", choices=NOISES),)
     deterministic = True
 
     def check(self, potentials: Potentials) -> None:
@@ -203,6 +215,9 @@ class StraightThroughGumbelSoftmax(GumbelSoftmaxEstimator):
     """
 
     name = "st-gumbel-softmax"
+    options = (
+        Option("temperature", float, None, "the temperature tau (default: the paper's schedule)"),
+    )
 
     def __init__(self, temperature: float | Schedule = None) -> None:
         super().__init__(temperature=temperature, straight_through=True)

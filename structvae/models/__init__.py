@@ -1,7 +1,7 @@
 """Encoders, decoders and the VAEs built from them.
 
-Every VAE here offers the interface the training loop (:mod:`structvae.train`) relies on; see
-:class:`CategoricalVAE`. ``build_model(name, latent=..., **kw)`` builds one by name (the CLI's
+Every VAE here subclasses :class:`~structvae.models.base.VAE` (alias ``BaseVAE``), the one
+interface the training loop relies on. ``build_model(name, latent=..., **kw)`` builds one by name (the CLI's
 ``--model``); register more with :func:`register_model`.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..registry import Registry
+from .base import VAE, BaseVAE, ModelOutput
 from .categorical import CategoricalVAE, parse_latent
 from .celeba import AttributeVAE
 from .mlp import mlp
@@ -19,6 +20,9 @@ from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent
 
 __all__ = [
+    "VAE",
+    "BaseVAE",
+    "ModelOutput",
     "AttributeVAE",
     "mlp",
     "CategoricalVAE",

@@ -12,7 +12,9 @@ from torch import nn
 
 from ..estimators.base import Estimator
 from ..gumbel import sample_gumbel
+from ..options import Option, int_tuple
 from ..potentials import Potentials
+from .base import VAE, ModelOutput
 from .mlp import mlp
 from .objective import EncoderParams, elbo_objective
 
@@ -41,7 +43,7 @@ def parse_latent(spec: str | Sequence[int]) -> tuple[int, int]:
     return n, k
 
 
-class CategoricalVAE(EncoderParams, nn.Module):
+class CategoricalVAE(EncoderParams, VAE):
     """``N`` categorical latents × ``K`` categories with MLP encoder and decoder.
 
     Encoder ``input_dim → hidden… → N·K`` (the unary potentials, i.e. the logits of
@@ -61,6 +63,8 @@ class CategoricalVAE(EncoderParams, nn.Module):
     - ``uses_labels``: whether :meth:`objective` wants the labels (``y=``).
     """
 
+    name = "categorical"
+    options = (Option("hidden", int_tuple, (300,), "hidden widths of the encoder MLP"),)
     uses_labels = False
     kl_kind = "exact"  # the analytic KL of the factorised categorical posterior
     loss_is_bound = True  # one_sample_loss estimates the negative ELBO
@@ -159,16 +163,14 @@ class CategoricalVAE(EncoderParams, nn.Module):
         return F.one_hot(z, self.num_categories).to(self._dtype)
 
     @torch.no_grad()
-    def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """The paper's test loss per data point: BCE at one sample ``z ~ q`` plus the KL.
-
-        Returns ``{"loss", "recon", "kl"}``, each ``[B]``.
-        """
+    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
+        """The paper's test loss per data point: BCE at one sample ``z ~ q`` plus the KL
+        (``loss``, ``recon``, ``kl`` ``[B]``; ``z`` ``[B, N]``)."""
         potentials = self.encode(x)
         z = self._sample_q(potentials, 1, generator)
         recon = self.loss_fn(x)(self._one_hot(z))[:, 0]
         kl = self.kl(potentials)
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
+        return ModelOutput(recon + kl, recon, kl, z[:, 0])
 
     @torch.no_grad()
     def iwae_nll(

@@ -35,9 +35,11 @@ from torch import nn
 
 from ..celeba import CELEBA_IMAGE_SHAPE, parse_attributes
 from ..estimators.base import Estimator
+from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver
 from ..solvers.exact import all_assignments
+from .base import VAE
 from .objective import EncoderParams, estimator_objective
 from .pairwise import EXACT_KL_MAX_VARS, PairwiseBinaryLatents
 from .reference import training_kl
@@ -95,7 +97,7 @@ def conv_decoder(in_dim: int, channels: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
+class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
     """CelebA VAE with ``A`` binary attribute latents and a Gaussian style code (module docstring).
 
     Args:
@@ -119,6 +121,15 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
     plus :meth:`label_metrics` and :meth:`attribute_grid`.
     """
 
+    name = "celeba"
+    options = (
+        Option("attributes", str, None, "CelebA attribute names (comma-separated, or 'all')"),
+        Option("pairwise", str, "none", "the coupling family", ("supermodular", "general", "none")),
+        Option("graph", str, "complete", "the attribute graph of the couplings"),
+        Option("code", str, "concat", "the decoder's input code", CODES),
+        Option("channels", int, 32, "convolution width c (c, 2c, 4c, 8c)"),
+        Option("hidden", int, 256, "the fully connected width"),
+    )
     uses_labels = True
     structure_label = "the celeba model's attributes"
 
@@ -397,3 +408,12 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         C = settings.shape[1]
         probs = torch.sigmoid(self.decode(self._one_hot(settings), style[:, None].to(self._dtype)))
         return probs.reshape(R, C, *CELEBA_IMAGE_SHAPE), titles
+
+    def grids(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """``{"attribute_grid": (images [R·(1 + 2A), 3, 64, 64], 1 + 2A)}``: :meth:`attribute_grid`
+        of the first eight images of ``x`` (rows: images; columns: reconstruction, each
+        attribute off / on)."""
+        images, titles = self.attribute_grid(x[:8], generator=generator)
+        return {"attribute_grid": (images.flatten(0, 1), len(titles))}

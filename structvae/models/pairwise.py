@@ -18,14 +18,21 @@ import torch.nn.functional as F
 
 from ..estimators.base import Estimator
 from ..gibbs import binary_gibbs_kl
-from ..graphs import is_forest, make_edges
+from ..graphs import GRAPH_KINDS, is_forest, make_edges
 from ..gumbel import sample_gumbel
+from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
-from ..solvers.auto import auto_solver_name
-from ..solvers.exact import DEFAULT_MAX_ASSIGNMENTS, all_assignments
+from ..solvers.exact import all_assignments
+from ..solvers.select import Structure, check_solver, default_solver_name, select
 
-__all__ = ["PairwiseBinaryLatents", "PAIRWISE_FAMILIES", "KL_CHOICES", "EXACT_KL_MAX_VARS"]
+__all__ = [
+    "PairwiseBinaryLatents",
+    "PAIRWISE_FAMILIES",
+    "KL_CHOICES",
+    "EXACT_KL_MAX_VARS",
+    "graph_option",
+]
 
 PAIRWISE_FAMILIES = ("supermodular", "general", "none")
 KL_CHOICES = ("auto", "exact", "factorised")
@@ -34,8 +41,9 @@ EXACT_KL_MAX_VARS = 20
 """Up to this many latents (without a forest) the Gibbs KL is computed by enumeration."""
 
 
-def _solver_name(solver: str | Solver) -> str:
-    return solver if isinstance(solver, str) else getattr(solver, "name", type(solver).__name__)
+def graph_option(default: str) -> Option:
+    """The ``graph`` option of models with pairwise couplings."""
+    return Option("graph", str, default, "the graph of the couplings", tuple(GRAPH_KINDS))
 
 
 class PairwiseBinaryLatents:
@@ -81,8 +89,8 @@ class PairwiseBinaryLatents:
             )
         exact = self.num_edges == 0 or (tractable and kl != "factorised")
         self.kl_kind = "exact-gibbs" if exact else "factorised-approx"
-        self.solver = get_solver(self.default_solver if solver is None else solver)
-        self.check_solver(self.solver)
+        self.solver = select(self.structure, solver)  # checked; the run may replace it
+        self._checked_solver: Solver | None = None
 
     # ------------------------------------------------------------ structure
     @property
@@ -94,59 +102,43 @@ class PairwiseBinaryLatents:
         return self.num_latents, 2
 
     @property
+    def structure(self) -> Structure:
+        """``n`` binary latents on :attr:`edges`; supermodular for ``pairwise="supermodular"``
+        (softplus couplings), what :func:`~structvae.solvers.select` decides from."""
+        edges = self.edges if self.num_edges else None
+        return Structure(self.num_latents, 2, edges, self.pairwise == "supermodular")
+
+    @property
     def default_solver(self) -> str:
         """``graphcut`` for supermodular couplings, the structural choice
         (:func:`~structvae.solvers.auto.auto_solver_name`: tree / exact / ilp) for general ones,
-        ``independent`` without edges."""
-        if self.num_edges == 0:
-            return "independent"
-        if self.pairwise == "supermodular":
-            return "graphcut"
-        return auto_solver_name(self.num_latents, 2, self.edges)
+        ``independent`` without edges (:func:`~structvae.solvers.select.default_solver_name`)."""
+        return default_solver_name(self.structure)
 
     def check_solver(self, solver: str | Solver) -> None:
         """Raise ``ValueError`` (before any training) when ``solver`` cannot maximise this model's
         potentials exactly: graph cut on general couplings (possibly negative: not
         supermodular), ``independent`` with edges, ``tree`` on a graph with a cycle,
-        ``exact`` above its enumeration limit. Custom solvers are not second-guessed."""
-        name = _solver_name(solver)
-        if isinstance(solver, str):
-            solver = get_solver(solver)  # unknown names raise, listing the available ones
-        n, E = self.num_latents, self.num_edges
-        where = f"{self.structure_label} (pairwise={self.pairwise!r}, n={n}, {E} edges)"
-        if E == 0:
-            return
-        if name == "graphcut" and self.pairwise != "supermodular":
-            raise ValueError(
-                f"solver 'graphcut' needs supermodular couplings (theta_ij >= 0), but {where} has "
-                "couplings of any sign; use pairwise='supermodular' (softplus couplings) or a "
-                f"solver for general potentials (default here: {self.default_solver!r})"
-            )
-        if name == "independent":
-            raise ValueError(
-                f"solver 'independent' ignores pairwise terms, but {where} has edges; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "tree" and not self._forest:
-            raise ValueError(
-                f"solver 'tree' needs a forest, but the graph of {where} has a cycle; "
-                f"use {self.default_solver!r}"
-            )
-        if name == "exact":
-            limit = getattr(solver, "max_assignments", DEFAULT_MAX_ASSIGNMENTS)
-            if 2**n > limit:
-                raise ValueError(
-                    f"solver 'exact' enumerates 2^{n} assignments for {where}, above its limit "
-                    f"{limit}; use {self.default_solver!r}"
-                )
+        ``exact`` above its enumeration limit (:func:`~structvae.solvers.select.check_solver`)."""
+        where = (
+            f"{self.structure_label} (pairwise={self.pairwise!r}, n={self.num_latents}, "
+            f"{self.num_edges} edges)"
+        )
+        check_solver(self.structure, solver, who=where)
+
+    def use_solver(self, solver: Solver) -> None:
+        """Adopt the run's solver (checked with :meth:`check_solver`) for samples,
+        reconstructions and estimators without a solver of their own."""
+        self.check_solver(solver)
+        self.solver = get_solver(solver)
 
     def use_model_solver(self, estimator: Estimator) -> None:
-        """Give an estimator whose ``solver`` is ``None`` this model's solver, and check the
+        """Give an estimator that ``uses_solver`` and has none this model's solver, and check the
         estimator's solver with :meth:`check_solver` (once per solver)."""
-        if hasattr(estimator, "solver"):
+        if estimator.uses_solver:
             if estimator.solver is None:
                 estimator.solver = self.solver
-            if getattr(self, "_checked_solver", None) is not estimator.solver:
+            if self._checked_solver is not estimator.solver:
                 self.check_solver(estimator.solver)
                 self._checked_solver = estimator.solver
 

@@ -31,7 +31,9 @@ from torch import nn
 
 from ..estimators.base import Estimator
 from ..gumbel import sample_gumbel
+from ..options import Option, int_tuple, optional
 from ..potentials import Potentials
+from .base import VAE, ModelOutput
 from .categorical import parse_latent
 from .mlp import mlp
 from .objective import EncoderParams
@@ -78,7 +80,7 @@ def _takes_labels(estimator: Estimator) -> bool:
     return "labels" in inspect.signature(estimator.estimate).parameters
 
 
-class SemiSupervisedVAE(EncoderParams, nn.Module):
+class SemiSupervisedVAE(EncoderParams, VAE):
     """M2-style VAE: a K-way class ``c`` and a ``d``-dim Gaussian ``z`` whose row depends on ``c``.
 
     Args:
@@ -95,6 +97,17 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
     :meth:`generation_grid` (rows: class, columns: a shared style code).
     """
 
+    name = "semisupervised"
+    options = (
+        Option(
+            "alpha",
+            optional(float),
+            None,
+            f"weight of the labelled cross-entropy without supports_labels ({DEFAULT_ALPHA})",
+        ),
+        Option("hidden", int_tuple, (400, 200), "widths of the shared trunk"),
+        Option("class_hidden", int, 100, "hidden width of the class head"),
+    )
     uses_labels = True
 
     def __init__(
@@ -125,6 +138,11 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
         """Build from ``"1xK"`` / ``"1xK+d"`` (K classes, d Gaussian dimensions, default 5)."""
         K, d = parse_semisup_latent(latent)
         return cls(num_classes=K, cont_dim=d, **kw)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """``(1, K)``: one K-way class variable."""
+        return 1, self.num_classes
 
     def extra_repr(self) -> str:
         return f"classes={self.num_classes}, cont_dim={self.cont_dim}, alpha={self.alpha}"
@@ -259,10 +277,11 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
         return F.one_hot(c, self.num_classes).to(self._dtype)
 
     @torch.no_grad()
-    def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         """The bound at one sample ``c ~ q(c|x)``, ``z ~ q(z|x, c)``: BCE + class KL + Gaussian KL.
 
-        Returns ``{"loss", "recon", "kl"}``, each ``[B]`` (labels are not used).
+        ``loss``, ``recon``, ``kl`` each ``[B]`` and the class ``z`` ``[B, 1]`` (labels are not
+        used).
         """
         potentials, mu, logvar = self.heads(x)
         c = self._sample_class(potentials, 1, generator)[:, 0]
@@ -271,7 +290,7 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
         logits = self.decode(self._one_hot(c), z)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
         kl = self.kl(potentials) + self.gauss_kl(mu, logvar).gather(1, c[:, None])[:, 0]
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
+        return ModelOutput(recon + kl, recon, kl, c[:, None])
 
     @torch.no_grad()
     def iwae_nll(
@@ -353,3 +372,12 @@ class SemiSupervisedVAE(EncoderParams, nn.Module):
         )
         c = torch.arange(self.num_classes, device=dev).repeat_interleave(int(n_styles))
         return self._prior_code(c, z.repeat(self.num_classes, 1))
+
+    def grids(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, tuple[torch.Tensor, int]]:
+        """``{"generation_grid": (images [K·10, C, H, W], 10)}``: :meth:`generation_grid` with
+        ten styles (rows: class, columns: a shared style code)."""
+        n_styles = 10
+        images = self.generation_grid(n_styles, generator=generator)
+        return {"generation_grid": (images.reshape(-1, *self.image_shape), n_styles)}

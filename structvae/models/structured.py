@@ -41,11 +41,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..estimators.base import Estimator
+from ..options import Option, int_tuple
 from ..potentials import Potentials
 from ..solvers import Solver
+from .base import VAE, ModelOutput
 from .mlp import mlp
 from .objective import EncoderParams, elbo_objective
-from .pairwise import EXACT_KL_MAX_VARS, KL_CHOICES, PAIRWISE_FAMILIES, PairwiseBinaryLatents
+from .pairwise import (
+    EXACT_KL_MAX_VARS,
+    KL_CHOICES,
+    PAIRWISE_FAMILIES,
+    PairwiseBinaryLatents,
+    graph_option,
+)
 
 __all__ = [
     "StructuredVAE",
@@ -81,7 +89,7 @@ def parse_binary_latent(spec: int | str) -> int:
     return n
 
 
-class StructuredVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
+class StructuredVAE(PairwiseBinaryLatents, EncoderParams, VAE):
     """``n`` binary latents with unary and pairwise potentials (the paper's structured VAE).
 
     Encoder ``input_dim → hidden… → n + E`` (``n`` unary scores θ_i and ``E`` raw couplings, one
@@ -113,6 +121,14 @@ class StructuredVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
     Read the module docstring: with edges, the one-sample loss is not a bound on −log p(x).
     """
 
+    name = "structured"
+    options = (
+        Option("pairwise", str, "supermodular", "the coupling family", PAIRWISE_FAMILIES),
+        graph_option("complete"),
+        Option("kl", str, "auto", "which KL is trained and reported", KL_CHOICES),
+        Option("exact_kl_max_vars", int, EXACT_KL_MAX_VARS, "enumerate the Gibbs KL up to n"),
+        Option("hidden", int_tuple, (300,), "hidden widths of the encoder MLP"),
+    )
     uses_labels = False
 
     def __init__(
@@ -183,7 +199,7 @@ class StructuredVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
 
     # --------------------------------------------------------- evaluation
     @torch.no_grad()
-    def one_sample_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
         """The paper's test loss: BCE at one perturb-max sample plus :meth:`kl`; each ``[B]``.
 
         With edges this is not a bound on −log p(x) (the sample is not drawn from the Gibbs q
@@ -192,7 +208,7 @@ class StructuredVAE(PairwiseBinaryLatents, EncoderParams, nn.Module):
         z = self.perturb_max(potentials, generator)
         recon = self.loss_fn(x)(self._one_hot(z)[:, None])[:, 0]
         kl = self.kl(potentials)
-        return {"loss": recon + kl, "recon": recon, "kl": kl}
+        return ModelOutput(recon + kl, recon, kl, z)
 
     @torch.no_grad()
     def iwae_nll(

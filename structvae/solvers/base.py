@@ -48,6 +48,8 @@ class Solver(ABC):
     - ``supports_edges``: False for solvers of independent variables.
     - ``num_states``: the only K accepted (e.g. 2 for graph cut), or None for any K.
     - ``uses_hint``: True when :meth:`solve` uses a warm-start assignment.
+    - ``supermodular_only``: True when the solver is exact only on supermodular pairwise
+      tables (graph cut); :func:`~structvae.solvers.select` then refuses general couplings.
 
     ``last_optimal`` (bool ``[B]`` or None) records, after each call, which samples were
     proven optimal; solvers that are exact by construction leave it None.
@@ -58,6 +60,7 @@ class Solver(ABC):
     supports_edges: bool = True
     num_states: int | None = None
     uses_hint: bool = False
+    supermodular_only: bool = False
 
     def __init__(self) -> None:
         self.last_optimal: torch.Tensor | None = None

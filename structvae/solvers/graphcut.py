@@ -163,6 +163,7 @@ class GraphCutSolver(Solver):
 
     name = "graphcut"
     num_states = 2
+    supermodular_only = True
 
     def __init__(self, tol: float = DEFAULT_TOL) -> None:
         super().__init__()
