@@ -25,6 +25,18 @@ def _first_line(build, name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def _add_objective_arg(g) -> None:
+    """``--objective elbo|paper`` (:mod:`structvae.models.reference`)."""
+    g.add_argument(
+        "--objective",
+        choices=("elbo", "paper"),
+        default=argparse.SUPPRESS,
+        help="elbo (default): every estimator trains the negative ELBO, KL gradient included; "
+        "paper: the reference code's objective (direct: KL not trained, eps0 = 1; "
+        "see docs/objectives.md)",
+    )
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
@@ -87,14 +99,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=S,
         help="arg-max solver for direct (default: by structure); see `structvae solvers`",
     )
-    g.add_argument(
-        "--objective",
-        choices=("elbo", "paper"),
-        default=S,
-        help="elbo (default): every estimator trains the negative ELBO, KL gradient included; "
-        "paper: the reference code's objective (direct: KL not trained, eps0 = 1; "
-        "see docs/objectives.md)",
-    )
+    _add_objective_arg(g)
     g.add_argument(
         "--eps",
         type=float,
