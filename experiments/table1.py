@@ -287,6 +287,10 @@ def plot_wallclock(jobs: list[dict], specs: list[str], path: Path, x: str = "tim
     plt.close(fig)
 
 
+def _finished(job: dict) -> bool:
+    return (Path(job["out"]) / "results.json").is_file()
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,12 +303,24 @@ def main(argv=None) -> str:
         default=SPECS,
         help="estimator specs, with options after a colon: direct:eps=0.1,objective=paper",
     )
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: tabulate the runs under --out that finished (results.json)",
+    )
     add_common_args(ap, epochs=300, out="runs/table1")
     args = ap.parse_args(argv)
 
     jobs = jobs_for(args)
-    results = run_all(jobs, args.jobs)
     specs = [spec for _ in args.datasets for _ in args.K for spec in args.estimators]
+    missing = []
+    if args.collect:
+        done = [(s, j) for s, j in zip(specs, jobs, strict=True) if _finished(j)]
+        missing = [Path(j["out"]).name for j in jobs if not _finished(j)]
+        specs, jobs = [s for s, _ in done], [j for _, j in done]
+        results = [json.loads((Path(j["out"]) / "results.json").read_text()) for j in jobs]
+    else:
+        results = run_all(jobs, args.jobs)
     rows = list(zip(specs, jobs, results, strict=True))
     md = table(rows, args.estimators)
     out = Path(args.out)
@@ -317,6 +333,8 @@ def main(argv=None) -> str:
         "(KL trained; the same under both objectives for the baselines). The paper's GSM "
         "column is the straight-through estimator.\n\n" + md + "\n"
     )
+    if missing:
+        md += f"\nNot run (no results.json): {', '.join(missing)}.\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table1.md").write_text(md)
     print(md)

@@ -73,6 +73,12 @@ def test_table1_on_a_generated_omniglot_file(tmp_path):
     direct_run = tmp_path / "omniglot-K10-direct-objectivepaper"
     assert '"objective": "paper"' in (direct_run / "config.json").read_text()
 
+    # --collect tabulates what finished, trains nothing and names what did not run
+    md = table1.main([*argv, "--collect", "--estimators", *specs, "exact"])
+    assert "Not run (no results.json): omniglot-K10-exact." in md
+    assert not (tmp_path / "omniglot-K10-exact").exists()
+    assert len(list(csv.DictReader(open(tmp_path / "table1.csv")))) == 2
+
 
 def test_parse_spec_and_table_verdict():
     table1 = _table1()
