@@ -35,11 +35,10 @@ def expand(estimators: list[str]) -> list[str]:
     for spec in estimators:
         names = available_estimators() if spec == "all" else [spec]
         for s in names:
-            name, opts = parse_spec(s)
-            if name not in available_estimators():
-                raise SystemExit(
-                    f"unknown estimator {s!r}; available: {', '.join(available_estimators())}"
-                )
+            try:  # unknown names and options: the spec parser's one-line message
+                name, opts = parse_spec(s)
+            except ValueError as e:
+                raise SystemExit(str(e)) from None
             if set(opts) - {"eps", "temperature"}:
                 raise SystemExit(f"{s!r}: only eps= and temperature= options can be given here")
             if s not in out:

@@ -56,16 +56,19 @@ CSV_FIELDS += ("seed",)
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """``"direct:eps=0.1,objective=paper"`` -> ``("direct", {"eps": 0.1, "objective": "paper"})``:
-    an estimator and its options (numbers become floats, anything else stays a string)."""
+    an estimator and the ``TrainConfig`` fields its options set, by structvae's one spec parser
+    (:mod:`structvae.training.specs`) with values converted by the estimator's declared options
+    (options without a field of their own come as ``estimator_options``). ``objective=`` is the
+    run's ``--objective``, not an estimator option."""
+    from structvae.training.build import spec_fields
+
     name, _, rest = spec.partition(":")
-    opts: dict = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            opts[key] = float(value)
-        except ValueError:
-            opts[key] = value
-    return name, opts
+    items = [item for item in rest.split(",") if item]
+    extra = {i.partition("=")[0]: i.partition("=")[2] for i in items if i.startswith("objective=")}
+    kept = [i for i in items if not i.startswith("objective=")]
+    fields = spec_fields("categorical", name + (":" + ",".join(kept) if kept else ""))
+    fields.pop("model")
+    return fields.pop("estimator"), {**fields, **extra}
 
 
 def spec_eps(spec: str) -> float | None:

@@ -1,17 +1,20 @@
 """structvae: discrete and structured VAEs by direct optimization through arg max."""
 
-from . import estimators, lab, models, solvers
+from . import estimators, inference, lab, models, solvers
 from .errors import NonFiniteError, SolverError
-from .gibbs import binary_gibbs_kl
 from .graphs import chain_edges, complete_edges, edges_from_graph, grid_edges, make_edges
 from .gumbel import gumbel_like, sample_gumbel
-from .potentials import Potentials
+from .inference import Gibbs, binary_gibbs_kl
+from .potentials import BinaryForm, Potentials
 from .solvers import Solver, available_solvers, get_solver, register
+from .training.loading import load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Potentials",
+    "BinaryForm",
+    "Gibbs",
     "NonFiniteError",
     "SolverError",
     "binary_gibbs_kl",
@@ -23,6 +26,7 @@ __all__ = [
     "edges_from_graph",
     "make_edges",
     "solvers",
+    "inference",
     "estimators",
     "lab",
     "models",
@@ -30,4 +34,5 @@ __all__ = [
     "get_solver",
     "register",
     "available_solvers",
+    "load_model",
 ]

@@ -27,13 +27,24 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.detach()).all())
 
 
+def _tensor_values(stats: dict) -> list[torch.Tensor]:
+    return [v.detach().reshape(-1) for v in stats.values() if isinstance(v, torch.Tensor)]
+
+
+def _sum_or_nan(tensors: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim tensor that is finite when every element of ``tensors`` is (one sum per tensor).
+
+    NaN or inf anywhere makes a sum non-finite; a sum of finite values can overflow to inf in
+    float32, so a non-finite result is a *suspicion* that the exact checks confirm.
+    """
+    if not tensors:
+        return like.new_zeros(())
+    return torch.stack([t.detach().sum().to(like.dtype) for t in tensors]).sum()
+
+
 def nonfinite_stats(total: torch.Tensor, stats: dict) -> str | None:
     """A description of the first non-finite quantity among the objective's outputs, or None."""
-    parts = [
-        v.detach().reshape(-1).to(total.dtype)
-        for v in stats.values()
-        if isinstance(v, torch.Tensor)
-    ]
+    parts = [p.to(total.dtype) for p in _tensor_values(stats)]
     if _finite(torch.cat([total.detach().reshape(-1), *parts])):  # one check (one sync)
         return None
     for key in ("kl", "recon", "loss"):
@@ -42,19 +53,35 @@ def nonfinite_stats(total: torch.Tensor, stats: dict) -> str | None:
             return f"the {key} ({'reconstruction loss' if key == 'recon' else key}) is {v.item()}"
     if not _finite(total):
         return f"the objective (estimator surrogate + KL) is {total.item()}"
+    for key, v in stats.items():
+        if isinstance(v, torch.Tensor) and not _finite(v):
+            return f"the statistic {key!r} of the objective holds NaN or inf"
     return None
 
 
 def nonfinite_gradient(named: Sequence[tuple[str, nn.Parameter]]) -> str | None:
     """The first parameter whose gradient holds NaN or inf, described, or None."""
     grads = [p.grad for _, p in named if p.grad is not None]
-    # one sum per tensor: NaN or inf anywhere makes it non-finite (no copy of the gradients)
-    if not grads or _finite(torch.stack([g.sum(dtype=torch.float64) for g in grads])):
+    if not grads or _finite(_sum_or_nan(grads, grads[0])):  # one sum per tensor, no copy
         return None
     for name, p in named:
         if p.grad is not None and not _finite(p.grad):
             return f"the gradient of parameter {name!r} holds NaN or inf"
-    return None  # pragma: no cover - the concatenation found one
+    return None  # the float32 sums overflowed; every gradient is finite
+
+
+def _all_finite(
+    total: torch.Tensor, stats: dict, named: Sequence[tuple[str, nn.Parameter]]
+) -> bool:
+    """Whether the objective, its statistics and every gradient are finite: one fused check.
+
+    The fast path of every step: one sum per tensor, added into one 0-dim tensor on the
+    device and read once (a single host synchronisation). A non-finite result (NaN, inf, or
+    a float32 overflow of the sums) sends the caller to the exact, tensor-naming checks.
+    """
+    t = total.detach().reshape(())
+    parts = [*_tensor_values(stats), *(p.grad for _, p in named if p.grad is not None)]
+    return _finite(t + _sum_or_nan(parts, t))
 
 
 def train_step(
@@ -79,13 +106,13 @@ def train_step(
     total = stats = None
     try:
         total, stats = model.objective(x, estimator, **kw)
-        problem = nonfinite_stats(total, stats)
     except NonFiniteError as e:
         problem = f"non-finite potentials or losses: {e}"
     optimizer.zero_grad(set_to_none=True)
     if problem is None:
-        total.backward()
-        problem = nonfinite_gradient(named_params)
+        total.backward()  # also when the loss is NaN: the one check below covers both
+        if not _all_finite(total, stats, named_params):  # the only host sync of the guard
+            problem = nonfinite_stats(total, stats) or nonfinite_gradient(named_params)
     params = [p for _, p in named_params]
     b = x.shape[0]
     flagged = ctx.reduce_gradients(params, b, global_batch or b, problem is not None)

@@ -47,7 +47,7 @@ def boolean(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"expected a boolean ({'/'.join(_TRUE)} or {'/'.join(_FALSE)}), got {value!r}") from None
+    raise ValueError(f"expected a boolean ({'/'.join(_TRUE)} or {'/'.join(_FALSE)}), got {value!r}")
 
 
 def int_tuple(value: Any) -> tuple[int, ...]:
@@ -61,7 +61,9 @@ def int_tuple(value: Any) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in parts)
     except (TypeError, ValueError):
-        raise ValueError(f"expected integers separated by commas (e.g. 400,200), got {value!r}") from None
+        raise ValueError(
+            f"expected integers separated by commas (e.g. 400,200), got {value!r}"
+        ) from None
 
 
 def optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:

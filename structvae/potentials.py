@@ -10,13 +10,14 @@ Edges are shared by the batch; unary and pairwise tables are per sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .errors import NonFiniteError
 
-__all__ = ["Potentials"]
+__all__ = ["Potentials", "BinaryForm"]
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -48,6 +49,19 @@ def _check_edges(edges: torch.Tensor, n: int) -> None:
         )
     if torch.unique(e, dim=0).shape[0] != e.shape[0]:
         raise ValueError("Potentials.edges has duplicate rows; each pair (i, j) may appear once")
+
+
+class BinaryForm(NamedTuple):
+    """The compact form of binary (``K = 2``) potentials:
+    ``h(z) = constant + sum_i linear_i z_i + sum_e coupling_e z_i z_j`` (see
+    :meth:`Potentials.binary_form`)."""
+
+    linear: torch.Tensor
+    """``[B, n]``: the gain of ``z_i = 1`` with every other variable at 0."""
+    coupling: torch.Tensor
+    """``[B, E]``: ``theta00 + theta11 - theta01 - theta10`` of each edge table."""
+    constant: torch.Tensor
+    """``[B]``: the score of the all-zero assignment."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,6 +239,29 @@ class Potentials:
             flat = self.pairwise.flatten(-2)[:, None].expand(B, S, self.num_edges, K * K)
             s = s + flat.gather(-1, (zi * K + zj)[..., None]).squeeze(-1).sum(-1)
         return s[:, 0] if single else s
+
+    def binary_form(self, dtype: torch.dtype | None = None) -> BinaryForm:
+        """The compact form ``(linear [B, n], coupling [B, E], constant [B])`` of binary potentials.
+
+        Each unary ``(u0, u1)`` is ``u0 + (u1 - u0) z_i`` and each table ``[[a, b], [c, d]]``
+        (rows ``z_i``) is ``a + (c - a) z_i + (b - a) z_j + (a + d - b - c) z_i z_j``, so
+        ``score(z) == constant + linear @ z + coupling @ (z_i z_j)`` for every ``z``. Computed
+        in ``dtype`` (default: the potentials' dtype, at least float32); differentiable. The one
+        place the solvers and the inference code get this form from. ``ValueError`` unless K = 2.
+        """
+        if self.num_states != 2:
+            raise ValueError(
+                f"binary_form needs binary potentials (K = 2), got K = {self.num_states}"
+            )
+        dtype = dtype or torch.promote_types(self.dtype, torch.float32)
+        u, pw = self.unary.to(dtype), self.pairwise.to(dtype)
+        a, b, c, d = pw[..., 0, 0], pw[..., 0, 1], pw[..., 1, 0], pw[..., 1, 1]
+        linear = u[..., 1] - u[..., 0]
+        if self.has_edges:
+            linear = linear.index_add(1, self.edges[:, 0], c - a).index_add(
+                1, self.edges[:, 1], b - a
+            )
+        return BinaryForm(linear, a + d - b - c, u[..., 0].sum(1) + a.sum(1))
 
     def supermodular_margin(self) -> torch.Tensor:
         """``theta00 + theta11 - theta01 - theta10`` per edge, ``[B, E]`` (K = 2 only)."""

@@ -15,17 +15,14 @@ import types
 from .guard import sigterm_as_interrupt, train_step
 from .training import trainer as _trainer
 from .training.artefacts import (
-    _GRID_STYLES,
     _RECON_IMAGES,
     _SAMPLE_IMAGES,
     _fixed_images,
     _plot_curves,
-    _save_generation_grid,
     _save_images,
 )
 from .training.build import (
     _canonical_dataset,
-    _checked_solver,
     _data_options,
     _device,
     _label_eps,
@@ -38,11 +35,11 @@ from .training.build import (
 )
 from .training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .training.config import (
-    _IDENTITY_FIELDS,
     DEFAULT_EPOCHS,
     DEFAULT_EPS,
     DEFAULT_LABEL_EPS,
     TrainConfig,
+    identity_fields,
 )
 from .training.evaluation import _evaluate_model, evaluate
 from .training.rng import (
@@ -64,7 +61,9 @@ from .training.rundir import (
     _write_json,
     _write_metrics,
 )
-from .training.trainer import _estimator_state, train
+from .training.trainer import Trainer, train
+
+_IDENTITY_FIELDS = identity_fields()  # the fields that must agree between a run and its resumption
 
 __all__ = [
     "TrainConfig",
@@ -82,15 +81,12 @@ _COMPAT = (
     time,
     sigterm_as_interrupt,
     train_step,
-    _GRID_STYLES,
     _RECON_IMAGES,
     _SAMPLE_IMAGES,
     _fixed_images,
     _plot_curves,
-    _save_generation_grid,
     _save_images,
     _canonical_dataset,
-    _checked_solver,
     _data_options,
     _device,
     _label_eps,
@@ -117,7 +113,7 @@ _COMPAT = (
     _resolve_out,
     _write_json,
     _write_metrics,
-    _estimator_state,
+    Trainer,
 )  # re-exported names (listed so that linters see them used)
 
 

@@ -501,10 +501,11 @@ def test_training_with_parameterised_estimators_and_resume(tmp_path, estimator, 
     """The estimator's parameters and running statistics are trained, checkpointed and resumed:
     a run split in two reproduces the uninterrupted one exactly."""
     # 4 steps per epoch (4,000 training images, batch 1,000); stop one step into epoch 2
-    common = dict(estimator=estimator, latent=latent, max_steps=5)
-    full = train(_config(tmp_path, "full", epochs=2, **common))
+    # (--max-steps is the budget of one call: the resumed call takes the fifth step)
+    common = dict(estimator=estimator, latent=latent)
+    full = train(_config(tmp_path, "full", epochs=2, max_steps=5, **common))
     train(_config(tmp_path, "split", epochs=1, **common))
-    resumed = train(_config(tmp_path, "split", epochs=2, resume=True, **common))
+    resumed = train(_config(tmp_path, "split", epochs=2, resume=True, max_steps=1, **common))
     assert math.isfinite(full["test_loss"]) and full["epochs"] == 2 and full["iterations"] == 5
     for key in ("test_loss", "best_val_loss", "iterations"):
         assert full[key] == resumed[key], key

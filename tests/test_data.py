@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
+import os
 import stat
 from pathlib import Path
 
@@ -194,6 +196,119 @@ def test_read_only_root_is_extracted_into_cache(tmp_path, caplog):
         assert torch.equal(again.train.x, splits.train.x)
     finally:
         make_writable(raw)
+
+
+def _rewrite_gz(path: Path, arr: np.ndarray, mtime_ns: int | None = None) -> None:
+    """Replace the archive ``path`` with one of ``arr``; optionally give it an old time."""
+    with gzip.open(path, "wb") as f:
+        f.write(idx_bytes(arr))
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_replaced_archive_is_extracted_again(tmp_path):
+    arrays = write_tiny_idx(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    labels = raw / "train-labels-idx1-ubyte.gz"
+    good = arrays["train-labels-idx1-ubyte"]
+    _rewrite_gz(labels, (good + 1) % 10)  # a bad archive...
+    bad = load_dataset("mnist", root=tmp_path, binarize="none", val_size=10)
+    extracted = raw / "train-labels-idx1-ubyte"
+    assert extracted.is_file()  # ...extracted next to itself
+    # replaced by the good one, with a time *older* than the bad extraction (as `cp -p` or
+    # `mv` of an older download would leave it): the old mtime rule kept the bad copy
+    _rewrite_gz(labels, good, mtime_ns=extracted.stat().st_mtime_ns - 10**9)
+    fixed = load_dataset("mnist", root=tmp_path, binarize="none", val_size=10)
+    rows = fixed.train.source_index
+    np.testing.assert_array_equal(fixed.train.y.numpy(), good[rows.numpy()])
+    assert torch.equal(bad.train.y, (fixed.train.y + 1) % 10)
+    record = json.loads((raw / ".train-labels-idx1-ubyte.source.json").read_text())
+    assert record["source"] == str(labels.resolve()) and record["size"] == labels.stat().st_size
+
+
+def test_touched_archive_is_not_extracted_again(tmp_path):
+    write_tiny_idx(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    load_dataset("mnist", root=tmp_path, val_size=10)
+    extracted = raw / "train-images-idx3-ubyte"
+    before = extracted.stat().st_mtime_ns, extracted.stat().st_ino
+    archive = raw / "train-images-idx3-ubyte.gz"
+    os.utime(archive, ns=(before[0] + 10**9, before[0] + 10**9))  # same bytes, a new time
+    load_dataset("mnist", root=tmp_path, val_size=10)
+    assert (extracted.stat().st_mtime_ns, extracted.stat().st_ino) == before
+    record = json.loads((raw / ".train-images-idx3-ubyte.source.json").read_text())
+    assert record["mtime_ns"] == archive.stat().st_mtime_ns  # the record learnt the new time
+
+
+def test_replaced_archive_in_a_read_only_root_refreshes_the_cache(tmp_path):
+    root, cache = tmp_path / "ro", tmp_path / "mycache"
+    arrays = write_tiny_idx(root, "MNIST")
+    raw = root / "MNIST" / "raw"
+    make_read_only(raw)
+    try:
+        first = load_dataset("mnist", root=root, binarize="none", val_size=10, cache_dir=cache)
+        make_writable(raw)
+        cached = next(cache.rglob("t10k-labels-idx1-ubyte"))
+        new = (arrays["t10k-labels-idx1-ubyte"] + 5) % 10
+        _rewrite_gz(raw / "t10k-labels-idx1-ubyte.gz", new, cached.stat().st_mtime_ns - 10**9)
+        make_read_only(raw)
+        second = load_dataset("mnist", root=root, binarize="none", val_size=10, cache_dir=cache)
+        np.testing.assert_array_equal(second.test.y.numpy(), new)
+        assert torch.equal(second.test.y, (first.test.y + 5) % 10)
+        assert not any(p.name.endswith("-ubyte") for p in raw.iterdir())  # root untouched
+    finally:
+        make_writable(raw)
+
+
+def test_extraction_without_record_is_checked_against_the_archive_size(tmp_path):
+    arrays = write_tiny_idx(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    for name, arr in arrays.items():  # extracted by hand (no record), older than the archives
+        (raw / name).write_bytes(idx_bytes(arr))
+        os.utime(raw / name, ns=(10**18, 10**18))
+    load_dataset("mnist", root=tmp_path, val_size=10)
+    assert not list(raw.glob(".*.source.json"))  # plausible copies: used as they are
+    assert (raw / "train-images-idx3-ubyte").stat().st_mtime_ns == 10**18
+    truncated = raw / "t10k-images-idx3-ubyte"
+    truncated.write_bytes(truncated.read_bytes()[:-784])  # a bad extraction next to a good .gz
+    s = load_dataset("mnist", root=tmp_path, binarize="none", val_size=10)
+    assert s.sizes == (N_TRAIN - 10, 10, N_TEST)  # extracted again from the archive
+    assert (raw / ".t10k-images-idx3-ubyte.source.json").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_extracted_files_get_ordinary_permissions(tmp_path, umask):
+    write_tiny_idx(tmp_path / "root", "MNIST")
+    ro_root = tmp_path / "ro"
+    write_tiny_idx(ro_root, "MNIST")
+    old = os.umask(umask)
+    try:
+        make_read_only(ro_root / "MNIST" / "raw")
+        load_dataset("mnist", root=tmp_path / "root", val_size=10)
+        load_dataset("mnist", root=ro_root, val_size=10, cache_dir=tmp_path / "c")
+    finally:
+        os.umask(old)
+        make_writable(ro_root / "MNIST" / "raw")
+    made = [
+        *(tmp_path / "root" / "MNIST" / "raw").glob("*-ubyte"),
+        *(tmp_path / "c").rglob("*-ubyte"),
+        *(tmp_path / "c").rglob(".*.source.json"),
+    ]
+    assert len(made) == 12
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_missing_file_is_still_a_clear_error(tmp_path):
+    write_tiny_idx(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    load_dataset("mnist", root=tmp_path, val_size=10)  # extracts, with records
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()  # the extraction alone still serves
+    assert load_dataset("mnist", root=tmp_path, val_size=10).sizes == (N_TRAIN - 10, 10, N_TEST)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetNotFoundError, match="missing: t10k-labels-idx1-ubyte") as e:
+        load_dataset("mnist", root=tmp_path, val_size=10)
+    assert str(raw / "t10k-labels-idx1-ubyte.gz") in str(e.value) and "--download" in str(e.value)
 
 
 def test_verify_rejects_archives_that_are_not_the_originals(tmp_path):

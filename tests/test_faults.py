@@ -213,7 +213,7 @@ def test_failing_solver_during_training_is_one_line(tmp_path, capsys):
             ["--model", "structured", "--latent", "4", "--graph", "complete", "--solver", "tree"],
             "forest",
         ),
-        (["--model", "categorical", "--pairwise", "general"], "only apply to --model structured"),
+        (["--model", "categorical", "--pairwise", "general"], "only applies to --model celeba or"),
         (["--solver-workers", "-1"], "--solver-workers"),
         (
             ["--estimator", "gumbel-softmax", "--model", "structured", "--latent", "4"],

@@ -15,8 +15,11 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index, monkeypatch):
+    from structvae.data import registry as datasets
     from structvae.solvers import base
 
-    # the README registers solvers by name; keep the process-wide registry clean between runs
-    monkeypatch.setattr(base._REGISTRY, "_factories", dict(base._REGISTRY._factories))
+    # the README registers solvers and datasets by name; keep the process-wide registries clean
+    for reg in (base._REGISTRY, datasets._REGISTRY):
+        monkeypatch.setattr(reg, "_factories", dict(reg._factories))
+        monkeypatch.setattr(reg, "_origins", dict(reg._origins))
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})

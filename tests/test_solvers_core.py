@@ -103,7 +103,9 @@ def test_registry_and_errors():
     with pytest.raises(ValueError, match="unknown solver 'nope'; available:"):
         get_solver("nope")
     with pytest.raises(ValueError, match="already registered"):
-        register("exact")(ExactSolver)
+        register("exact")(sv.solvers.IndependentSolver)  # a different class under a taken name
+    register("exact")(ExactSolver)  # the same definition again replaces it (a re-run cell)
+    assert type(get_solver("exact")) is ExactSolver
     s = ExactSolver()
     assert get_solver(s) is s
     with pytest.raises(ValueError, match="expects a structvae.Potentials"):

@@ -200,7 +200,8 @@ def test_default_config(tmp_path, monkeypatch):
         tmp_path / "runs" / "mnist-sample-categorical-1x10-direct-seed0-2" / "results.json"
     ).is_file()
     assert main(["train", "--resume", "--max-steps", "3", "--eval-samples", "2", "--quiet"]) == 0
-    assert json.loads((run / "results.json").read_text())["iterations"] == 3
+    # --max-steps is the budget of one invocation: 2 steps, then 3 more from where it stopped
+    assert json.loads((run / "results.json").read_text())["iterations"] == 5
 
 
 def test_cli_lists_and_evaluates(tmp_path, capsys):

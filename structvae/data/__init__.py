@@ -57,10 +57,20 @@ from .binarized import BINARIZED_MNIST_URL
 from .datasets import IMAGE_SHAPE, NUM_PIXELS, DataSplits, DynamicBinarized, ImageDataset
 from .errors import DatasetCorruptError, DatasetNotFoundError
 from .files import default_cache_dir, default_data_root
+from .labels import keep_labels, mask_labels
 from .load import BINARIZE_MODES, DATASETS, dataset_image_shape, load_dataset
 from .load import _canonical_name as _canonical_name
 from .loaders import make_loader
 from .omniglot import OMNIGLOT_URL
+from .registry import (
+    DatasetInfo,
+    DatasetRequest,
+    available_datasets,
+    get_dataset,
+    image_splits,
+    register_dataset,
+    unregister_dataset,
+)
 from .semisup import MixedBatches, balanced_label_subset
 from .splits import _split_indices as _split_indices
 
@@ -75,9 +85,18 @@ __all__ = [
     "DatasetCorruptError",
     "DatasetNotFoundError",
     "DynamicBinarized",
+    "DatasetInfo",
+    "DatasetRequest",
     "ImageDataset",
     "MixedBatches",
+    "available_datasets",
     "balanced_label_subset",
+    "get_dataset",
+    "image_splits",
+    "keep_labels",
+    "mask_labels",
+    "register_dataset",
+    "unregister_dataset",
     "default_cache_dir",
     "default_data_root",
     "dataset_image_shape",

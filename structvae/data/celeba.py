@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetCorruptError, DatasetNotFoundError
+from .labels import check_label_fraction, keep_labels, mask_labels
 
 __all__ = [
     "CELEBA_ATTRIBUTES",
@@ -103,17 +104,6 @@ def parse_attributes(attributes: str | Sequence[str] | None) -> tuple[str, ...]:
     if len(set(out)) != len(out):
         raise ValueError(f"--attributes names an attribute twice: {','.join(out)}")
     return out
-
-
-def check_label_fraction(fraction: float) -> float:
-    """``fraction`` as a float in [0, 1], else ``ValueError``."""
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError):
-        raise ValueError(f"--label-fraction must be a number in [0, 1], got {fraction!r}") from None
-    if not 0.0 <= f <= 1.0:
-        raise ValueError(f"--label-fraction must lie in [0, 1], got {fraction!r}")
-    return f
 
 
 # ----------------------------------------------------------------------------- files
@@ -342,10 +332,8 @@ def load_celeba(
         if index.numel() == 0:
             raise corrupt(f"{folder / _PARTITION}: no {split} images (partition {code})")
         y = labels[index].clone()
-        if split == "train" and fraction < 1.0:
-            g = torch.Generator().manual_seed(int(split_seed))
-            keep = int(round(fraction * index.numel()))
-            y[torch.randperm(index.numel(), generator=g)[keep:]] = -1
+        if split == "train" and fraction < 1.0:  # the library's one labelling policy
+            y = mask_labels(y, keep_labels(y, fraction=fraction, seed=split_seed))
         out[split] = CelebAImages(
             folder / _IMAGES, [files[i] for i in index.tolist()], y, names, index, crop
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -13,7 +14,13 @@ from pathlib import Path
 
 from .errors import DatasetCorruptError
 
-__all__ = ["default_cache_dir", "default_data_root"]
+__all__ = [
+    "default_cache_dir",
+    "default_data_root",
+    "default_file_mode",
+    "is_current_copy",
+    "write_extraction_record",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,32 +71,96 @@ def _cache_slot(cache: Path, name: str, root: Path) -> Path:
     return cache / name / digest
 
 
-def _gunzip(src: Path, dst: Path) -> None:
-    """Decompress ``src`` into ``dst`` atomically (a temporary file, then a rename)."""
+def default_file_mode() -> int:
+    """The mode a newly created ordinary file gets here: ``0o666`` less the umask (0644 under
+    the usual 022), read without changing the process's umask where ``/proc`` allows it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_write(dst: Path, write) -> None:
+    """Create ``dst`` through a temporary file in its folder (``write(tmp_path)``), with ordinary
+    permissions (:func:`default_file_mode`, not ``mkstemp``'s 0600), then rename it into place."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+        os.fchmod(fd, default_file_mode())
+        os.close(fd)
+        write(Path(tmp))
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    """Decompress ``src`` into ``dst`` atomically (a temporary file, then a rename)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out, gzip.open(src, "rb") as inp:
             try:
                 shutil.copyfileobj(inp, out, 1 << 20)
             except (gzip.BadGzipFile, EOFError, zlib.error) as e:
                 raise DatasetCorruptError(f"{src}: not a valid gzip file ({e})") from e
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    _atomic_write(dst, write)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
+    _atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+# ------------------------------------------------------------ extraction records
+
+
+def _record_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.source.json")
+
+
+def _fingerprint(src: Path) -> dict:
+    st = src.stat()
+    return {"source": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def write_extraction_record(src: Path, dst: Path) -> None:
+    """Note next to ``dst`` (in ``.<name>.source.json``) which file it was made from: the
+    source's path, size, modification time and MD5."""
+    record = {**_fingerprint(src), "md5": _md5_file(src)}
+    _atomic_write(_record_path(dst), lambda tmp: tmp.write_text(json.dumps(record) + "\n"))
+
+
+def is_current_copy(src: Path, dst: Path) -> bool:
+    """Whether ``dst`` is an up-to-date extraction (or copy) of ``src``.
+
+    With a record (:func:`write_extraction_record`): the source must be the recorded file with
+    the recorded size and time, or, when only its time changed, the recorded MD5. Without one
+    (a file extracted by hand, by torchvision or by an older structvae): :func:`_plausible_copy`.
+    """
+    if not dst.is_file():
+        return False
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        record = json.loads(_record_path(dst).read_text())
+    except (OSError, ValueError):
+        return _plausible_copy(src, dst)
+    now = _fingerprint(src)
+    if not isinstance(record, dict) or record.get("source") != now["source"]:
+        return False
+    if record.get("size") == now["size"] and record.get("mtime_ns") == now["mtime_ns"]:
+        return True
+    if record.get("size") != now["size"] or record.get("md5") != _md5_file(src):
+        return False
+    try:  # the same bytes with a new time (touched, copied): remember the new time
+        write_extraction_record(src, dst)
+    except OSError:
+        pass
+    return True
 
 
 def _download_url(url: str, folder: Path, filename: str, md5: str | None) -> None:
@@ -104,3 +175,18 @@ def _download_target(root_dir: Path, cache_dir: Path, what: str) -> Path:
         return root_dir
     logger.info("%s is not writable; downloading %s into the cache %s", root_dir, what, cache_dir)
     return cache_dir
+
+
+def _plausible_copy(src: Path, dst: Path) -> bool:
+    """Without a record: an extraction of a ``.gz`` must have the uncompressed size the archive
+    states (its last four bytes, ISIZE); a plain copy the same size and a time no older."""
+    size = dst.stat().st_size
+    if src.suffix != ".gz":
+        return size == src.stat().st_size and dst.stat().st_mtime >= src.stat().st_mtime
+    try:
+        with open(src, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            isize = int.from_bytes(f.read(4), "little")
+    except OSError:
+        return False
+    return size % (1 << 32) == isize

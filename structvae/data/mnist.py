@@ -10,7 +10,16 @@ import torch
 
 from .errors import HOW_TO as _HOW_TO
 from .errors import DatasetCorruptError, DatasetNotFoundError
-from .files import _cache_slot, _copy_atomic, _download_target, _gunzip, _md5_file, _writable_dir
+from .files import (
+    _cache_slot,
+    _copy_atomic,
+    _download_target,
+    _gunzip,
+    _md5_file,
+    _writable_dir,
+    is_current_copy,
+    write_extraction_record,
+)
 from .splits import _split_indices, _to_float
 
 logger = logging.getLogger(__name__)
@@ -37,25 +46,18 @@ def _prepare_torchvision_root(
     slot = _cache_slot(cache, key, root)
     slot_raw = slot / folder / "raw"
 
-    sources: dict[str, Path] = {}
+    sources: dict[str, Path] = {}  # the archive when there is one: an extraction follows it
     for n in names:
-        if (raw / n).is_file():
-            sources[n] = raw / n
-        elif (raw / f"{n}.gz").is_file():
+        if (raw / f"{n}.gz").is_file():
             sources[n] = raw / f"{n}.gz"
+        elif (raw / n).is_file():
+            sources[n] = raw / n
     missing = [n for n in names if n not in sources]
 
     if not missing:
         if verify:
-            for src in sources.values():
-                if src.suffix == ".gz":
-                    got, want = _md5_file(src), gz_md5[src.name]
-                    if got != want:
-                        raise DatasetCorruptError(
-                            f"{src}: MD5 {got} differs from the original release's {want}; "
-                            "the file is corrupt or not the original archive"
-                        )
-        if all(src == raw / n for n, src in sources.items()):
+            _verify_archives(sources.values(), gz_md5)
+        if all(src == raw / n or is_current_copy(src, raw / n) for n, src in sources.items()):
             return root
         if _writable_dir(raw):
             try:
@@ -65,7 +67,7 @@ def _prepare_torchvision_root(
                 logger.info("could not extract into %s (%s); using the cache instead", raw, e)
         if _materialize(sources, slot_raw):
             logger.info(
-                "%s is read-only and holds only the .gz archives: extracted %s into the cache %s",
+                "%s is read-only: extracted %s from its .gz archives into the cache %s",
                 raw,
                 folder,
                 slot_raw,
@@ -97,17 +99,28 @@ def _prepare_torchvision_root(
     )
 
 
+def _verify_archives(sources, gz_md5: dict[str, str]) -> None:
+    for src in sources:
+        if src.suffix == ".gz":
+            got, want = _md5_file(src), gz_md5[src.name]
+            if got != want:
+                raise DatasetCorruptError(
+                    f"{src}: MD5 {got} differs from the original release's {want}; "
+                    "the file is corrupt or not the original archive"
+                )
+
+
 def _materialize(sources: dict[str, Path], dst_raw: Path) -> int:
     """Make ``dst_raw/<name>`` an up-to-date extracted copy of every source.
 
+    A copy is up to date when its record says it was made from the source as it is now
+    (:func:`~structvae.data.files.is_current_copy`); a replaced archive is extracted again.
     Returns the number of files written (0 when every copy was already up to date).
     """
     written = 0
     for n, src in sources.items():
         dst = dst_raw / n
-        if dst == src:
-            continue
-        if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+        if dst == src or is_current_copy(src, dst):
             continue
         if src.suffix == ".gz":
             logger.info("extracting %s -> %s", src, dst)
@@ -115,6 +128,7 @@ def _materialize(sources: dict[str, Path], dst_raw: Path) -> int:
         else:
             logger.info("copying %s -> %s", src, dst)
             _copy_atomic(src, dst)
+        write_extraction_record(src, dst)
         written += 1
     return written
 

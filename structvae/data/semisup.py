@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from .labels import keep_labels
 from .loaders import make_loader
 
 __all__ = ["balanced_label_subset", "MixedBatches"]
@@ -27,38 +28,12 @@ def balanced_label_subset(
 ) -> torch.Tensor:
     """Indices (sorted, long ``[num_labels]``) of ``num_labels / K`` images of each class.
 
-    ``y`` long ``[N]``: the training split's labels. The draw is a function of ``seed`` only.
-    Raises ``ValueError`` when ``num_labels`` is not a positive multiple of K, when a class has
+    ``y`` long ``[N]``: the training split's labels. The draw is a function of ``seed`` only
+    (:func:`structvae.data.labels.keep_labels` with ``count=num_labels``). Raises
+    ``ValueError`` when ``num_labels`` is not a positive multiple of K, when a class has
     too few images, or when ``y`` has no labels (``-1``).
     """
-    y = torch.as_tensor(y).long().cpu()
-    if isinstance(num_labels, bool) or int(num_labels) != num_labels or num_labels < 1:
-        raise ValueError(f"--labels must be a positive integer, got {num_labels!r}")
-    if bool((y < 0).any()):
-        raise ValueError("--labels needs a labelled dataset, but the training split has y = -1")
-    K = int(y.max()) + 1 if num_classes is None else int(num_classes)
-    if num_labels % K:
-        raise ValueError(
-            f"--labels {num_labels} must be divisible by the {K} classes (a balanced subset "
-            f"takes the same number per class); try {max(K, num_labels // K * K)}"
-        )
-    per = num_labels // K
-    counts = torch.bincount(y, minlength=K)
-    if int(counts.min()) < per:
-        k = int(counts.argmin())
-        raise ValueError(
-            f"--labels {num_labels} needs {per} images per class, but class {k} has only "
-            f"{int(counts[k])} in the training split"
-        )
-    g = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(len(y), generator=g)
-    ys = y[perm]
-    # the first `per` images of each class in the permuted order
-    order = torch.argsort(ys, stable=True)
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(y)) - start[ys[order]]
-    chosen = perm[order[rank < per]]
-    return chosen.sort().values
+    return keep_labels(y, count=num_labels, seed=seed, num_classes=num_classes)
 
 
 class MixedBatches:

@@ -5,6 +5,7 @@ from .arm import ARMEstimator
 from .base import (
     Estimator,
     EstimatorResult,
+    NonFiniteLossError,
     Started,
     available_estimators,
     evaluate_losses,
@@ -31,6 +32,7 @@ from .straight_through import (
 __all__ = [
     "Estimator",
     "EstimatorResult",
+    "NonFiniteLossError",
     "Started",
     "available_estimators",
     "evaluate_losses",

@@ -11,18 +11,21 @@ and to whatever ``loss_fn`` depends on, estimates the gradient of ``loss.mean()`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import NonFiniteError
 from ..options import Option
 from ..potentials import Potentials
 from ..registry import Registry
 
 __all__ = [
+    "NonFiniteLossError",
     "Estimator",
     "EstimatorResult",
     "Started",
@@ -60,10 +63,58 @@ def one_hot(z: torch.Tensor, K: int, dtype: torch.dtype = torch.float32) -> torc
     return F.one_hot(z, K).to(dtype)
 
 
+class NonFiniteLossError(NonFiniteError, FloatingPointError):
+    """``loss_fn`` returned NaN or inf: raised by every estimator (through
+    :func:`evaluate_losses`), naming the estimator (``estimator``) once known. Both a
+    :class:`~structvae.errors.NonFiniteError` (a ``ValueError``) and a ``FloatingPointError``."""
+
+    def __init__(self, message: str, estimator: str | None = None) -> None:
+        super().__init__(message if estimator is None else f"estimator {estimator!r}: {message}")
+        self.estimator = estimator
+
+
+def _check_finite_losses(out: torch.Tensor, offset: int) -> None:
+    finite = torch.isfinite(out.detach())
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero()
+    row, col = bad[0].tolist()
+    raise NonFiniteLossError(
+        f"loss_fn returned NaN or inf ({bad.shape[0]} of {out.numel()} values, first "
+        f"{float(out.detach()[row, col])} at row {row}, candidate {col + offset}); check the decoder (its "
+        "inputs and parameters) before the encoder"
+    )
+
+
+def check_result(res: EstimatorResult) -> EstimatorResult:
+    """``res`` unchanged, or :class:`NonFiniteLossError` when its loss at the sample is NaN/inf
+    (for estimators that call ``loss_fn`` without :func:`evaluate_losses`)."""
+    loss = res.loss.detach()
+    if not bool(torch.isfinite(loss).all()):
+        row = int((~torch.isfinite(loss)).nonzero()[0])
+        raise NonFiniteLossError(
+            f"loss_fn returned NaN or inf at the sample ({float(loss[row])} at row {row}); check "
+            "the decoder (its inputs and parameters) before the encoder"
+        )
+    return res
+
+
+@contextmanager
+def naming(estimator: str) -> Iterator[None]:
+    """Add the estimator's name to a :class:`NonFiniteLossError` raised inside."""
+    try:
+        yield
+    except NonFiniteLossError as err:
+        if err.estimator is not None:
+            raise
+        raise NonFiniteLossError(str(err), estimator) from None
+
+
 def evaluate_losses(loss_fn: LossFn, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """``loss_fn`` over candidates ``z`` float ``[B, C, n, K]`` in chunks of ``chunk`` along C.
 
-    Returns ``[B, C]``; checks the shape loss_fn returns.
+    Returns ``[B, C]``; checks the shape ``loss_fn`` returns, and that every loss is finite
+    (:class:`NonFiniteLossError` otherwise: the one NaN / inf check of every estimator).
     """
     B, C = z.shape[:2]
     step = C if not chunk or chunk >= C else chunk
@@ -77,6 +128,7 @@ def evaluate_losses(loss_fn: LossFn, z: torch.Tensor, chunk: int | None = None) 
                 f"loss_fn must map z of shape [B, C, n, K] = {list(z[:, s : s + step].shape)} "
                 f"to losses of shape [B, C] = [{B}, {c}], got {shape}"
             )
+        _check_finite_losses(out, s)
         parts.append(out)
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
@@ -164,7 +216,8 @@ class Estimator(ABC):
 
     def __call__(self, potentials: Potentials, loss_fn: LossFn, **kw) -> EstimatorResult:
         self.check(potentials)
-        return self.estimate(potentials, loss_fn, **kw)
+        with naming(self.name):
+            return check_result(self.estimate(potentials, loss_fn, **kw))
 
     def begin(self, potentials: Potentials, **kw) -> Started:
         """Check ``potentials`` and start the work that needs no loss (e.g. a solve on a thread
@@ -176,7 +229,8 @@ class Estimator(ABC):
 
     def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
         """Complete an estimate started by :meth:`begin`."""
-        return self.estimate(started.potentials, loss_fn, **started.kwargs)
+        with naming(self.name):
+            return check_result(self.estimate(started.potentials, loss_fn, **started.kwargs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

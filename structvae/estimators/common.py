@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..gumbel import sample_gumbel
+from ..inference.forest import ForestBackend
 from ..potentials import Potentials
 from .base import Estimator, _latent_shape
 
@@ -39,18 +39,19 @@ def surrogate_dtype(theta: torch.Tensor) -> torch.dtype:
 def sample_q(
     theta: torch.Tensor, samples: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """``samples`` Gumbel-max draws from ``q = Π softmax(θ_i)``: long ``[B, S, n]``."""
-    B, n, K = theta.shape
-    g = sample_gumbel(
-        (B, samples, n, K), device=theta.device, dtype=theta.dtype, generator=generator
-    )
-    return (theta.detach()[:, None] + g).argmax(-1)
+    """``samples`` Gumbel-max draws from ``q = Π softmax(θ_i)``: long ``[B, S, n]`` (the Gibbs
+    distribution of the unary potentials ``θ``, :mod:`structvae.inference`)."""
+    return _factorised(theta.detach()).sample(samples, generator).transpose(0, 1)
 
 
 def log_q(theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``log q(z)`` for ``z`` long ``[B, S, n]`` under logits ``θ`` ``[B, n, K]``: ``[B, S]``."""
-    logp = torch.log_softmax(theta, dim=-1)[:, None].expand(-1, z.shape[1], -1, -1)
-    return logp.gather(-1, z[..., None])[..., 0].sum(-1)
+    return _factorised(theta).log_prob(z)
+
+
+def _factorised(theta: torch.Tensor) -> ForestBackend:
+    """The exact backend of the factorised ``q = Π softmax(θ_i)`` (no edges: closed forms)."""
+    return ForestBackend(Potentials(theta, validate=False))
 
 
 def uniform_noise(

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..gumbel import sample_gumbel
-from ..models.mlp import mlp
+from ..nn import mlp
 from ..options import Option, boolean, int_tuple
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator

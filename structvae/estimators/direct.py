@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NonFiniteError
 from ..gumbel import sample_gumbel
 from ..options import Option
 from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver
-from ..solvers.auto import auto_solver_name
 from ..solvers.exact import all_assignments
 from ..solvers.pool import SolverPool
+from ..solvers.select import Structure, select
 from .base import (
     Estimator,
     EstimatorResult,
     LossFn,
     Started,
     evaluate_losses,
+    naming,
     one_hot,
     register_estimator,
 )
@@ -65,7 +65,9 @@ class DirectEstimator(Estimator):
         eps: ε, a float or a :class:`~structvae.estimators.Schedule` of the iteration
             (default: the paper's 1.0 · exp(−1e-5·t) every 500 iterations, ≥ 0.1).
         solver: a solver name or instance; ``None`` picks by structure
-            (:func:`structvae.solvers.auto.auto_solver_name`; ``independent`` without edges).
+            (:func:`structvae.solvers.select` on the potentials' structure, not knowing whether
+            the couplings are supermodular: ``independent`` / ``tree`` / ``exact`` / ``ilp``).
+            A run passes the one solver it selected for the model.
         direction: ``"towards-better"`` (z_ε maximises h + γ − εL̃; the paper's code) or
             ``"away-from-worse"`` (h + γ + εL̃, gradient (φ(z_ε) − φ(z*))/ε).
         samples: Gumbel samples per data point (the gradient averages over them).
@@ -134,7 +136,8 @@ class DirectEstimator(Estimator):
         """The solver in use (picked by structure on first use when none was given)."""
         if self.solver is None:
             p = potentials
-            self.solver = get_solver(auto_solver_name(p.num_vars, p.num_states, p.edges))
+            edges = p.edges if p.has_edges else None
+            self.solver = select(Structure(p.num_vars, p.num_states, edges))
         return self.solver
 
     def check(self, potentials: Potentials) -> None:
@@ -221,6 +224,11 @@ class DirectEstimator(Estimator):
         return Started(potentials, {"labels": labels}, state)
 
     def finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
+        """Complete the estimate: the loss at z*, the candidates' losses, the z_eps solve."""
+        with naming(self.name):
+            return self._finish(started, loss_fn)
+
+    def _finish(self, started: Started, loss_fn: LossFn) -> EstimatorResult:
         potentials, st = started.potentials, started.state
         B, n, K = potentials.unary.shape
         S = self.samples
@@ -238,11 +246,6 @@ class DirectEstimator(Estimator):
             z_eps = self._solve_all(perturbed, loss_fn, B, sign * eps, dtype)
         else:
             delta = self._candidate_losses(loss_fn, z_star, loss_star, B, K, dtype)
-            if not bool(torch.isfinite(delta).all()):
-                raise NonFiniteError(
-                    "direct: loss_fn returned NaN or inf for a candidate assignment; "
-                    "check the decoder (its inputs and parameters) before the encoder"
-                )
             target = perturbed.with_unary(perturbed.unary + (sign * eps) * delta.to(pot.dtype))
             hint = z_star if solver.uses_hint else None
             z_eps = solver(target, hint=hint)
@@ -277,6 +280,4 @@ class DirectEstimator(Estimator):
             )  # [B, M]
             scores = enumerate_scores(perturbed, self.max_assignments)  # [R, M]
             L = L.repeat_interleave(perturbed.batch_size // B, 0)
-            if not bool(torch.isfinite(L).all()):
-                raise NonFiniteError("direct: loss_fn returned NaN or inf for an assignment")
             return A[(scores + signed_eps * L).argmax(1)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..gumbel import sample_gumbel
+from ..inference import Gibbs
+from ..options import Option
 from ..potentials import Potentials
-from ..solvers.exact import all_assignments, enumerate_scores
 from .base import Estimator, EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator
 
 __all__ = ["ExactEstimator"]
@@ -29,6 +29,10 @@ class ExactEstimator(Estimator):
     name = "exact"
     supports_edges = True
     unbiased = True
+    options = (
+        Option("max_assignments", int, 1024, "refuse spaces of more than this many assignments"),
+        Option("chunk_size", int, 512, "candidates per loss_fn call", identity=False),
+    )
 
     def __init__(self, max_assignments: int = 1024, chunk_size: int = 512) -> None:
         super().__init__()
@@ -49,17 +53,17 @@ class ExactEstimator(Estimator):
         self, potentials: Potentials, loss_fn: LossFn, generator: torch.Generator | None = None
     ) -> EstimatorResult:
         B, n, K = potentials.unary.shape
-        A = all_assignments(n, K, device=potentials.device)  # [M, n]
-        logq = torch.log_softmax(enumerate_scores(potentials, self.max_assignments), dim=1)
+        gibbs = Gibbs(potentials, backend="enumerate", max_assignments=self.max_assignments)
+        A, logq = gibbs.enumerate_log_probs()  # [M, n], [B, M]
         dtype = logq.dtype
         losses = evaluate_losses(
             loss_fn, one_hot(A, K, dtype)[None].expand(B, -1, -1, -1), self.chunk_size
         )  # [B, M]
         expected = (logq.exp() * losses).sum(1)
-        g = sample_gumbel(logq.shape, device=logq.device, dtype=dtype, generator=generator)
-        idx = (logq.detach() + g).argmax(1)
+        z = gibbs.sample(generator=generator)  # [B, n], exact draws from q
+        idx = (z * K ** torch.arange(n - 1, -1, -1, device=z.device)).sum(-1)
         return EstimatorResult(
-            z=A[idx],
+            z=z,
             loss=losses.detach().gather(1, idx[:, None])[:, 0],
             surrogate=expected.mean(),
             info={

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..models.mlp import mlp
+from ..nn import mlp
 from ..options import Option, boolean, int_tuple, optional
 from ..potentials import Potentials
 from .base import EstimatorResult, LossFn, evaluate_losses, one_hot, register_estimator

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from tqdm.auto import tqdm
 from ..estimators import Estimator, available_estimators, get_estimator
 from ..estimators.schedules import Schedule
 from ..potentials import Potentials
+from ..training.specs import convert_options, parse_spec
+from ..training.specs import estimator_options as declared_estimator_options
 from .gradients import (
     encoder_gradients,
     exact_gradient,
@@ -46,47 +47,26 @@ METRICS = (
 SWEPT = ("eps", "temperature")
 
 
-def _value(text: str):
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def parse_estimator_spec(spec: str) -> tuple[str, dict]:
     """``"direct:eps=0.1,solver=exact"`` -> ``("direct", {"eps": 0.1, "solver": "exact"})``.
 
-    Values are read as bool (``true``/``false``), int, float, else kept as strings. Raises
-    ValueError for an unknown estimator name or an option without ``=``.
+    The one spec parser (:func:`structvae.training.specs.parse_spec`); values are converted by
+    the options the estimator declares. Raises ValueError for an unknown estimator name, an
+    option without ``=``, an option the estimator does not declare or a bad value.
     """
-    name, _, rest = spec.partition(":")
-    name = name.strip()
-    if name not in available_estimators():
+    parsed = parse_spec(spec)
+    if parsed.name not in available_estimators():
         raise ValueError(
-            f"unknown estimator {name!r} in spec {spec!r}; available: "
+            f"unknown estimator {parsed.name!r} in spec {spec!r}; available: "
             f"{', '.join(available_estimators())}"
         )
-    opts = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"estimator spec {spec!r}: option {item!r} is not key=value")
-        opts[key.strip()] = _value(value)
-    return name, opts
+    declared = declared_estimator_options(parsed.name)
+    return parsed.name, convert_options(parsed.options, declared, f"estimator spec {spec!r}")
 
 
 def estimator_options(name: str) -> set[str]:
-    """The constructor options of the registered estimator ``name`` (empty when unknowable)."""
-    try:
-        cls = type(get_estimator(name))
-    except Exception:  # a plugin that cannot be built with defaults
-        return set()
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+    """The names of the options the registered estimator ``name`` declares."""
+    return {o.name for o in declared_estimator_options(name)}
 
 
 def expand_specs(
@@ -119,7 +99,7 @@ def build_lab_estimator(
 ) -> tuple[Estimator, str]:
     """The estimator of ``spec`` and a note for the table (learned parts, loaded state).
 
-    Estimators with a ``setup(n, K)`` hook (networks sized by the latents) are set up for
+    The estimator is set up (``setup((n, K))``: networks sized by the latents) for
     ``latent_shape`` first, as the training loop does. An estimator that is an ``nn.Module`` with
     parameters (a learned baseline, control variate or bridge) runs as built, its learned parts
     at their initialisation, unless ``state`` (its ``state_dict`` from a training checkpoint of
@@ -128,10 +108,10 @@ def build_lab_estimator(
     name, opts = parse_estimator_spec(spec)
     try:
         est = get_estimator(name, **opts)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"estimator spec {spec!r}: {e}") from None
-    if latent_shape is not None and callable(getattr(est, "setup", None)):
-        est.setup(*latent_shape)
+    if latent_shape is not None:
+        est.setup(tuple(latent_shape))
     note = ""
     if isinstance(est, nn.Module) and any(True for _ in est.parameters()):
         if state is not None:

@@ -10,16 +10,15 @@ from pathlib import Path
 
 from torch import nn
 
-from ..models import build_model
-from ..train import TrainConfig, _model_options, _seed_everything, load_checkpoint, train
+from ..training import TrainConfig, load_checkpoint, train
+from ..training.build import build_run_model, resolve_specs
 
 __all__ = ["load_run_model", "initial_model", "trajectory_models"]
 
 
-def _build(config: TrainConfig, input_dim: int) -> nn.Module:
-    return build_model(
-        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
-    )
+def _build(config: TrainConfig, input_dim: int, seed: bool = False) -> nn.Module:
+    """The model of ``config`` with the run's solver (``seed``: initialised as the run is)."""
+    return build_run_model(resolve_specs(config), input_dim, seed=seed)
 
 
 def load_run_model(
@@ -45,8 +44,7 @@ def load_run_model(
 
 def initial_model(config: TrainConfig, input_dim: int = 784) -> nn.Module:
     """The model :func:`structvae.train.train` starts from with ``config`` (seeded the same way)."""
-    _seed_everything(config.seed)
-    return _build(config, input_dim).to(config.device)
+    return _build(config, input_dim, seed=True).to(config.device)
 
 
 def _snapshot(run_dir: Path, epoch: int) -> Path:

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..nn import mlp
 from ..registry import Registry
 from .base import VAE, BaseVAE, ModelOutput
 from .categorical import CategoricalVAE, parse_latent
 from .celeba import AttributeVAE
-from .mlp import mlp
 from .semisupervised import SemiSupervisedVAE, parse_semisup_latent
 from .structured import StructuredVAE, parse_binary_latent
 

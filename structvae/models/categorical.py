@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..estimators.base import Estimator
-from ..gumbel import sample_gumbel
+from ..nn import mlp
 from ..options import Option, int_tuple
 from ..potentials import Potentials
-from .base import VAE, ModelOutput
-from .mlp import mlp
-from .objective import EncoderParams, elbo_objective
+from . import terms
+from .base import VAE
+from .objective import EncoderParams
 
 __all__ = ["CategoricalVAE", "parse_latent"]
 
@@ -50,17 +47,11 @@ class CategoricalVAE(EncoderParams, VAE):
     ``q(z|x) = Π_i softmax(θ_i)``), decoder ``N·K → reversed(hidden)… → input_dim`` (Bernoulli
     logits); the paper's default is ``hidden=(300,)``, ReLU. The prior is uniform.
 
-    The interface the training loop uses (every VAE in :mod:`structvae.models` has it):
-
-    - :meth:`encode` ``x [B, D] -> Potentials``; :meth:`decode` ``z [..., N, K] -> logits [..., D]``;
-    - :meth:`loss_fn` ``(x) -> (z [B, C, N, K] -> [B, C])``: the estimators' loss, −log p(x|z);
-    - :meth:`kl` ``(potentials) -> [B]``;
-    - :meth:`objective` ``(x, estimator, **kw) -> (scalar, stats)``: what the trainer
-      back-propagates, and per-batch statistics (``loss``, ``recon``, ``kl``, …);
-    - :meth:`one_sample_loss` ``(x, generator) -> {"loss", "recon", "kl"}`` each ``[B]``: the
-      paper's test loss, BCE at one hard sample z ~ q plus KL — the same for every estimator;
-    - :meth:`iwae_nll`, :meth:`sample`, :meth:`reconstruct`;
-    - ``uses_labels``: whether :meth:`objective` wants the labels (``y=``).
+    The interface is :class:`~structvae.models.base.VAE`'s; this class gives its hooks:
+    :meth:`encode` ``x [B, D] -> Potentials``, :meth:`decode` ``z [..., N, K] -> logits [..., D]``
+    and :meth:`kl` ``(potentials) -> [B]``. :meth:`loss_fn` ``(x) -> (z [B, C, N, K] -> [B, C])``
+    is the estimators' loss, −log p(x|z); ``objective``, ``one_sample_loss`` (the paper's test
+    loss: BCE at one hard sample z ~ q plus KL), ``iwae_nll`` and ``model(x)`` come from the base.
     """
 
     name = "categorical"
@@ -116,15 +107,7 @@ class CategoricalVAE(EncoderParams, VAE):
         BCE with logits summed over pixels; the ``B·C`` candidates go through the decoder in
         one batched call, ``x`` broadcast as ``x[:, None]``.
         """
-        x = x.flatten(1).to(self._dtype)
-
-        def fn(z: torch.Tensor) -> torch.Tensor:
-            B, C = z.shape[:2]
-            logits = self.decode(z)  # [B, C, D]
-            target = x[:, None].expand(B, C, self.input_dim)
-            return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
-
-        return fn
+        return self.training_loss(x, None)
 
     def log_q(self, potentials: Potentials) -> torch.Tensor:
         """``log softmax(unary)`` ``[B, N, K]``."""
@@ -138,74 +121,15 @@ class CategoricalVAE(EncoderParams, VAE):
         this KL for direct optimization but does not train through it; we train it for all
         estimators, which makes the comparison one of gradient estimators of the same objective.
         """
-        logq = self.log_q(potentials)
-        neg_entropy = (logq.exp() * logq).sum((-1, -2))
-        return neg_entropy + self.num_latents * math.log(self.num_categories)
-
-    def objective(self, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
-        """The scalar to back-propagate (estimator surrogate + mean KL) and batch statistics.
-
-        Statistics: ``recon`` (mean loss at the estimator's sample), ``kl`` (mean),
-        ``loss = recon + kl`` (the one-sample negative-ELBO estimate per data point, detached
-        0-dim tensors), plus the estimator's float ``info`` entries (``eps``, ``temperature``).
-        """
-        return elbo_objective(self, x, estimator, **kw)
+        return terms.categorical_kl(potentials.unary)
 
     # --------------------------------------------------------- evaluation
     def _sample_q(self, potentials: Potentials, samples: int, generator=None) -> torch.Tensor:
         """``samples`` draws of z ~ q per data point: long ``[B, S, N]`` (Gumbel-max)."""
-        u = potentials.unary.detach()
-        B, N, K = u.shape
-        g = sample_gumbel((B, samples, N, K), device=u.device, dtype=u.dtype, generator=generator)
-        return (u[:, None] + g).argmax(-1)
+        return terms.gumbel_max(potentials.unary, samples, generator)
 
     def _one_hot(self, z: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(z, self.num_categories).to(self._dtype)
-
-    @torch.no_grad()
-    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
-        """The paper's test loss per data point: BCE at one sample ``z ~ q`` plus the KL
-        (``loss``, ``recon``, ``kl`` ``[B]``; ``z`` ``[B, N]``)."""
-        potentials = self.encode(x)
-        z = self._sample_q(potentials, 1, generator)
-        recon = self.loss_fn(x)(self._one_hot(z))[:, 0]
-        kl = self.kl(potentials)
-        return ModelOutput(recon + kl, recon, kl, z[:, 0])
-
-    @torch.no_grad()
-    def iwae_nll(
-        self,
-        x: torch.Tensor,
-        samples: int = 100,
-        generator: torch.Generator | None = None,
-        chunk_rows: int = 20000,
-    ) -> torch.Tensor:
-        """Importance-weighted estimate of −log p(x) ``[B]`` with q(z|x) as the proposal.
-
-        ``−log (1/S) Σ_s p(x|z_s) p(z_s) / q(z_s|x)``, z_s ~ q, computed in chunks of about
-        ``chunk_rows`` decoder rows. An upper bound on −log p(x) in expectation, tightening as
-        ``samples`` grows.
-        """
-        samples = int(samples)
-        if samples < 1:
-            raise ValueError(f"iwae_nll needs samples >= 1, got {samples}")
-        potentials = self.encode(x)
-        ft = torch.promote_types(self._dtype, torch.float32)
-        logq_table = self.log_q(potentials).to(ft)  # [B, N, K]
-        B = x.shape[0]
-        log_prior = -self.num_latents * math.log(self.num_categories)
-        loss = self.loss_fn(x)
-        step = max(1, int(chunk_rows) // max(B, 1))
-        parts = []
-        for start in range(0, samples, step):
-            c = min(step, samples - start)
-            z = self._sample_q(potentials, c, generator)  # [B, c, N]
-            log_px = -loss(self._one_hot(z)).to(ft)  # [B, c]
-            table = logq_table[:, None].expand(B, c, *logq_table.shape[1:])
-            log_q = table.gather(-1, z[..., None]).squeeze(-1).sum(-1)  # [B, c]
-            parts.append(log_px + log_prior - log_q)
-        log_w = torch.cat(parts, dim=1)
-        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
+        return self.one_hot(z)
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -16,7 +16,6 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 
-from ..estimators.base import Estimator
 from ..gibbs import binary_gibbs_kl
 from ..graphs import GRAPH_KINDS, is_forest, make_edges
 from ..gumbel import sample_gumbel
@@ -25,6 +24,8 @@ from ..potentials import Potentials
 from ..solvers import Solver, enumerate_scores, get_solver, tree_log_partition
 from ..solvers.exact import all_assignments
 from ..solvers.select import Structure, check_solver, default_solver_name, select
+from . import terms
+from .base import Encoded, Proposal
 
 __all__ = [
     "PairwiseBinaryLatents",
@@ -132,16 +133,6 @@ class PairwiseBinaryLatents:
         self.check_solver(solver)
         self.solver = get_solver(solver)
 
-    def use_model_solver(self, estimator: Estimator) -> None:
-        """Give an estimator that ``uses_solver`` and has none this model's solver, and check the
-        estimator's solver with :meth:`check_solver` (once per solver)."""
-        if estimator.uses_solver:
-            if estimator.solver is None:
-                estimator.solver = self.solver
-            if self._checked_solver is not estimator.solver:
-                self.check_solver(estimator.solver)
-                self._checked_solver = estimator.solver
-
     # ------------------------------------------------------------ potentials
     def couplings(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw encoder outputs ``[B, E]`` -> couplings θ_ij (softplus for supermodular)."""
@@ -163,6 +154,10 @@ class PairwiseBinaryLatents:
         g = sample_gumbel(p.unary.shape, device=p.device, dtype=p.dtype, generator=generator)
         return self.solver(p.perturb(g))
 
+    def sample_latents(self, enc: Encoded, generator=None) -> torch.Tensor:
+        """The evaluation sample: one perturb-max assignment (:meth:`perturb_max`)."""
+        return self.perturb_max(enc.potentials, generator)
+
     # ------------------------------------------------------------------ KL
     def kl(self, potentials: Potentials) -> torch.Tensor:
         """``[B]``: ``KL(q || uniform)`` for the Gibbs ``q(z) ∝ exp h(z)`` (``kl_kind ==
@@ -181,8 +176,7 @@ class PairwiseBinaryLatents:
 
     @staticmethod
     def _factorised_kl(p: Potentials) -> torch.Tensor:
-        logq = torch.log_softmax(p.unary, -1)
-        return (logq.exp() * logq).sum((-1, -2)) + p.num_vars * math.log(2)
+        return terms.categorical_kl(p.unary)
 
     @staticmethod
     def _forest_kl(p: Potentials) -> torch.Tensor:
@@ -212,6 +206,23 @@ class PairwiseBinaryLatents:
         """Whether the Gibbs q can be sampled and scored exactly (:meth:`proposal_samples`)."""
         return self.num_edges == 0 or self.num_latents <= self.exact_kl_max_vars
 
+    def iwae_unavailable(self) -> str:
+        return (
+            f"iwae_nll needs exact samples and probabilities of the Gibbs q, i.e. enumerating "
+            f"2^{self.num_latents} assignments, above the limit n <= {self.exact_kl_max_vars} "
+            "(exact_kl_max_vars); perturb-max samples cannot be used instead because their "
+            "probabilities are intractable"
+        )
+
+    def proposal(self, enc: Encoded, samples: int, generator=None) -> Proposal:
+        """The importance-sampling proposal: the Gibbs q (exact, by enumeration, cached in
+        ``enc.cache`` across chunks) where :attr:`iwae_available`, else the factorised q;
+        uniform prior ``2^-n``."""
+        z, log_q = self.proposal_samples(
+            enc.potentials, samples, generator, self.float_dtype, self.iwae_available, enc.cache
+        )
+        return Proposal(z, log_q, torch.full_like(log_q, -self.num_latents * math.log(2)))
+
     def proposal_samples(
         self,
         potentials: Potentials,
@@ -219,23 +230,25 @@ class PairwiseBinaryLatents:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         gibbs: bool = True,
+        cache: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``samples`` exact draws per row and their exact log-probabilities.
 
         ``gibbs=True`` with edges: the Gibbs ``q ∝ exp h`` by enumerating the ``2^n``
         assignments; otherwise the factorised ``Π_i Bernoulli(sigmoid θ_i)`` (unaries only; the
         Gibbs q itself when there are no edges). Returns long ``z [B, S, n]`` and ``log q
-        [B, S]`` (``dtype``). Either is a valid importance-sampling proposal.
+        [B, S]`` (``dtype``). Either is a valid importance-sampling proposal. ``cache``: a dict
+        keeping the enumerated Gibbs table between calls on the same potentials.
         """
-        B, n = potentials.batch_size, potentials.num_vars
-        dev = potentials.device
+        n, dev = potentials.num_vars, potentials.device
         if gibbs and potentials.has_edges:
-            s = enumerate_scores(potentials).to(dtype)
-            logq_all = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
+            cache = {} if cache is None else cache
+            if "gibbs_log_q" not in cache:
+                s = enumerate_scores(potentials).to(dtype)
+                cache["gibbs_log_q"] = s - torch.logsumexp(s, 1, keepdim=True)  # [B, 2^n]
+            logq_all = cache["gibbs_log_q"]
             idx = torch.multinomial(logq_all.exp(), samples, replacement=True, generator=generator)
             return all_assignments(n, 2, device=dev)[idx], logq_all.gather(1, idx)
-        table = torch.log_softmax(potentials.unary.to(dtype), -1)  # [B, n, 2]
-        g = sample_gumbel((B, samples, n, 2), device=dev, dtype=dtype, generator=generator)
-        z = (table[:, None] + g).argmax(-1)
-        log_q = table[:, None].expand(B, samples, n, 2).gather(-1, z[..., None])
-        return z, log_q.squeeze(-1).sum(-1)
+        table = potentials.unary.detach().to(dtype)  # [B, n, 2]
+        z = terms.gumbel_max(table, samples, generator)
+        return z, terms.categorical_log_prob(table, z)

@@ -20,7 +20,6 @@ otherwise (the Gumbel-softmax baseline, as in M2).
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -29,15 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..estimators.base import Estimator
-from ..gumbel import sample_gumbel
+from ..nn import mlp
 from ..options import Option, int_tuple, optional
 from ..potentials import Potentials
-from .base import VAE, ModelOutput
+from . import terms
+from .base import VAE, Encoded, Proposal
 from .categorical import parse_latent
-from .mlp import mlp
 from .objective import EncoderParams
-from .reference import training_kl
+from .supervision import RowLoss, Supervision, check_labels
 
 __all__ = ["SemiSupervisedVAE", "parse_semisup_latent"]
 
@@ -74,10 +72,6 @@ def parse_semisup_latent(spec: str | Sequence[int] | None) -> tuple[int, int]:
 
 def _leaky() -> nn.Module:
     return nn.LeakyReLU(0.2)
-
-
-def _takes_labels(estimator: Estimator) -> bool:
-    return "labels" in inspect.signature(estimator.estimate).parameters
 
 
 class SemiSupervisedVAE(EncoderParams, VAE):
@@ -171,7 +165,7 @@ class SemiSupervisedVAE(EncoderParams, VAE):
     @staticmethod
     def gauss_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """``KL(N(μ, σ²) || N(0, I))`` per class row: ``[B, K, d] -> [B, K]``."""
-        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+        return terms.gaussian_kl(mu, logvar)
 
     def _reparam(self, mu, logvar, generator=None) -> torch.Tensor:
         e = torch.randn(
@@ -179,155 +173,96 @@ class SemiSupervisedVAE(EncoderParams, VAE):
         )
         return mu + (0.5 * logvar).exp() * e  # [B, K, d]: the same noise for every class row
 
-    def _loss_fn(self, x, z_cont, kl_table, y=None):
-        """``z [B, C, 1, K] -> [B, C]``: BCE + Gaussian KL of each candidate class (``y``'s
-        class instead on labelled rows)."""
+    # ------------------------------------------------------------ the base's hooks
+    def encode_all(self, x: torch.Tensor) -> Encoded:
+        """Class potentials ``[B, 1, K]`` and the Gaussian code ``(μ, log σ²)`` ``[B, K, d]``."""
+        potentials, mu, logvar = self.heads(x)
+        return Encoded(potentials, (mu, logvar))
+
+    @property
+    def label_weight(self) -> float:
+        """:attr:`alpha`: the labelled rows' cross-entropy weight for label-free estimators."""
+        return self.alpha
+
+    def _row_loss(self, x: torch.Tensor, z_cont: torch.Tensor, kl_table: torch.Tensor) -> RowLoss:
+        """``loss(z [b, C, 1, K], rows) -> [b, C]``: BCE + Gaussian KL of each candidate class,
+        with the Gaussian code ``z_cont [B, K, d]`` and its KL per class ``kl_table [B, K]``."""
         x = x.flatten(1).to(self._dtype)
-        label_w = None
-        if y is not None:
-            has = (y >= 0)[:, None, None]
-            label_w = (has, F.one_hot(y.clamp(min=0), self.num_classes)[:, None])
 
-        def rows(w: torch.Tensor, sel) -> torch.Tensor:
-            logits = self.decode(w, z_cont[sel, None])  # [b, C, D]
-            target = x[sel, None].expand_as(logits)
-            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
+        def fn(z: torch.Tensor, rows=None) -> torch.Tensor:
+            sel = slice(None) if rows is None else rows
+            w = z[:, :, 0, :]  # [b, C, K]
+            bce = terms.bernoulli_nll(self.decode(w, z_cont[sel, None]), x[sel, None])
             return bce + (w * kl_table[sel, None].to(w.dtype)).sum(-1)
-
-        def fn(z: torch.Tensor) -> torch.Tensor:
-            w = z[:, :, 0, :]  # [B, C, K]
-            if label_w is None:
-                return rows(w, slice(None))
-            has = label_w[0][:, 0, 0]
-            out = w.new_empty(w.shape[:2])
-            # labelled rows: one decoder call at the label, shared by every candidate
-            lab = rows(label_w[1][has].to(w.dtype), has)  # [B_l, 1]
-            out = out.index_put((has,), lab.expand(-1, w.shape[1]))
-            if bool((~has).any()):
-                out = out.index_put((~has,), rows(w[~has], ~has))
-            return out
 
         return fn
 
+    def training_loss(self, x: torch.Tensor, enc: Encoded | None, generator=None) -> RowLoss:
+        """The estimators' loss of a class candidate, ``L(c) = BCE(c) + KL(N(μ_c, σ_c²) || N(0,
+        I))``, at one fresh Gaussian draw (the same noise for every class row)."""
+        enc = self.encode_all(x) if enc is None else enc
+        mu, logvar = enc.code
+        return self._row_loss(x, self._reparam(mu, logvar, generator), self.gauss_kl(mu, logvar))
+
+    def _loss_fn(self, x, z_cont, kl_table, y=None):
+        """``z [B, C, 1, K] -> [B, C]``: :meth:`_row_loss` with ``y``'s class instead on labelled
+        rows (:mod:`~structvae.models.supervision`, rule 1)."""
+        labels = None if y is None else check_labels(y, x.shape[0], self.latent_shape, y.device)
+        labelled = None if labels is None else (labels >= 0).all(1)
+        sup = Supervision(labels, labelled, False, self.alpha)
+        return sup.loss(self._row_loss(x, z_cont, kl_table), self.num_classes)
+
     def loss_fn(self, x: torch.Tensor, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
         """The estimators' loss ``z [B, C, 1, K] -> [B, C]`` with one fresh Gaussian draw."""
-        _, mu, logvar = self.heads(x)
-        return self._loss_fn(x, self._reparam(mu, logvar, generator), self.gauss_kl(mu, logvar))
+        fn = self.training_loss(x, None, generator)
+        return lambda z: fn(z)
 
     def kl(self, potentials: Potentials, y: torch.Tensor | None = None) -> torch.Tensor:
         """``KL(q(c|x) || uniform) = log K − H(q)`` ``[B]``; ``log K`` (constant) on labelled rows."""
-        logq = torch.log_softmax(potentials.unary, dim=-1)
-        kl = (logq.exp() * logq).sum((-1, -2)) + math.log(self.num_classes)
+        kl = terms.categorical_kl(potentials.unary)
         if y is not None:
             kl = torch.where(y >= 0, torch.full_like(kl, math.log(self.num_classes)), kl)
         return kl
 
-    def objective(
-        self, x: torch.Tensor, estimator: Estimator, y: torch.Tensor | None = None, **kw
-    ) -> tuple[torch.Tensor, dict]:
-        """Surrogate + mean class KL (+ ``alpha``·CE on labelled rows for label-free estimators).
+    def kl_in_loss(self, enc: Encoded, z: torch.Tensor) -> torch.Tensor:
+        """The Gaussian KL at each row's class ``z [B, 1]`` (part of :meth:`training_loss`)."""
+        mu, logvar = enc.code
+        return self.gauss_kl(mu, logvar).gather(1, z[:, :1])[:, 0]
 
-        ``y`` long ``[B]``, −1 where unlabelled (``None``: all unlabelled). Statistics: ``loss``
-        (mean one-sample bound), ``recon`` (mean BCE), ``kl`` (class + Gaussian KL), ``ce``
-        (labelled rows' cross-entropy, when any), and the estimator's ``eps`` / ``temperature``.
-        """
-        potentials, mu, logvar = self.heads(x)
-        if y is not None:
-            y = y.to(potentials.device).long()
-            if y.shape != (x.shape[0],):
-                raise ValueError(f"y must have shape [B] = [{x.shape[0]}], got {list(y.shape)}")
-            if bool((y >= self.num_classes).any()):
-                raise ValueError(f"labels must be -1 or in 0..{self.num_classes - 1}")
-        kl_table = self.gauss_kl(mu, logvar)  # [B, K]
-        loss_fn = self._loss_fn(x, self._reparam(mu, logvar), kl_table, y)
-        labelled = y is not None and bool((y >= 0).any())
-        if labelled and _takes_labels(estimator):
-            res = estimator(potentials, loss_fn, labels=y, **kw)
-        else:
-            res = estimator(potentials, loss_fn, **kw)
-        kl = self.kl(potentials, y)
-        total = res.surrogate + training_kl(self, estimator, kl)
-        stats = {}
-        if labelled:
-            has = y >= 0
-            ce = F.cross_entropy(potentials.unary[has, 0], y[has], reduction="sum") / x.shape[0]
-            if not _takes_labels(estimator):
-                total = total + self.alpha * ce
-            stats["ce"] = ce.detach().float() * x.shape[0] / has.sum()
-        with torch.no_grad():
-            c = res.z[:, 0] if y is None else torch.where(y >= 0, y, res.z[:, 0])
-            kl_g = kl_table.gather(1, c[:, None])[:, 0]
-        recon = (res.loss.detach() - kl_g).float().mean()
-        klm = (kl.detach() + kl_g).float().mean()
-        stats.update({"loss": recon + klm, "recon": recon, "kl": klm})
-        for key, value in res.info.items():
-            if isinstance(value, (float, int)) and not isinstance(value, bool):
-                stats[key] = float(value)
-        return total, stats
+    def recon_and_kl(self, x, enc: Encoded, z: torch.Tensor, generator=None):
+        """BCE at class ``z [B, 1]`` and one Gaussian draw; class KL + that class's Gaussian KL."""
+        mu, logvar = enc.code
+        c = z[:, 0]
+        z_cont = self._reparam(mu, logvar, generator)
+        recon = terms.bernoulli_nll(self.decode(self._one_hot(c), z_cont), self.flat_input(x))
+        return recon, self.kl(enc.potentials) + self.kl_in_loss(enc, z)
+
+    def proposal(self, enc: Encoded, samples: int, generator=None) -> Proposal:
+        """``q(c|x) q(z|x, c)``: a class by Gumbel-max, then its Gaussian row; prior
+        ``p(c) N(z; 0, I)`` with ``p(c) = 1/K``."""
+        potentials, (mu, logvar) = enc.potentials, enc.code
+        c = terms.gumbel_max(potentials.unary, samples, generator)[..., 0]  # [B, S]
+        idx = c[..., None].expand(*c.shape, self.cont_dim)
+        m, lv = mu.gather(1, idx), logvar.gather(1, idx)  # [B, S, d]
+        e = torch.randn(m.shape, device=m.device, dtype=m.dtype, generator=generator)
+        z = m + (0.5 * lv).exp() * e
+        logq_c = torch.log_softmax(potentials.unary[:, 0].float(), -1).gather(1, c)
+        log_q = logq_c + terms.diagonal_normal_log_prob(e, lv)
+        log_prior = terms.standard_normal_log_prob(z) - math.log(self.num_classes)
+        return Proposal(c[..., None], log_q, log_prior, z)
+
+    def log_likelihood(self, x, enc: Encoded, prop: Proposal, generator=None) -> torch.Tensor:
+        """``log p(x | c_s, z_s)`` ``[B, S]`` through the block code ``onehot(c) ⊗ z``."""
+        code = self._one_hot(prop.z[..., 0])[..., None] * prop.code[:, :, None, :]  # [B, S, K, d]
+        logits = self.decoder(code.flatten(-2))
+        return -terms.bernoulli_nll(logits, self.flat_input(x)[:, None])
 
     # --------------------------------------------------------- evaluation
     def _sample_class(self, potentials: Potentials, samples: int, generator=None) -> torch.Tensor:
-        u = potentials.unary.detach()[:, 0]  # [B, K]
-        g = sample_gumbel(
-            (u.shape[0], samples, u.shape[1]), device=u.device, dtype=u.dtype, generator=generator
-        )
-        return (u[:, None] + g).argmax(-1)  # [B, S]
+        return terms.gumbel_max(potentials.unary, samples, generator)[..., 0]  # [B, S]
 
     def _one_hot(self, c: torch.Tensor) -> torch.Tensor:
         return F.one_hot(c, self.num_classes).to(self._dtype)
-
-    @torch.no_grad()
-    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
-        """The bound at one sample ``c ~ q(c|x)``, ``z ~ q(z|x, c)``: BCE + class KL + Gaussian KL.
-
-        ``loss``, ``recon``, ``kl`` each ``[B]`` and the class ``z`` ``[B, 1]`` (labels are not
-        used).
-        """
-        potentials, mu, logvar = self.heads(x)
-        c = self._sample_class(potentials, 1, generator)[:, 0]
-        z = self._reparam(mu, logvar, generator)
-        x = x.flatten(1).to(self._dtype)
-        logits = self.decode(self._one_hot(c), z)
-        recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-        kl = self.kl(potentials) + self.gauss_kl(mu, logvar).gather(1, c[:, None])[:, 0]
-        return ModelOutput(recon + kl, recon, kl, c[:, None])
-
-    @torch.no_grad()
-    def iwae_nll(
-        self,
-        x: torch.Tensor,
-        samples: int = 100,
-        generator: torch.Generator | None = None,
-        chunk_rows: int = 20000,
-    ) -> torch.Tensor:
-        """Importance-weighted −log p(x) ``[B]`` with q(c|x) q(z|x,c) as the proposal."""
-        samples = int(samples)
-        if samples < 1:
-            raise ValueError(f"iwae_nll needs samples >= 1, got {samples}")
-        potentials, mu, logvar = self.heads(x)
-        logq_c = torch.log_softmax(potentials.unary[:, 0].float(), -1)  # [B, K]
-        x = x.flatten(1).to(self._dtype)
-        B, K, d = mu.shape
-        log2pi = math.log(2 * math.pi)
-        step = max(1, int(chunk_rows) // max(B, 1))
-        parts = []
-        for start in range(0, samples, step):
-            s = min(step, samples - start)
-            c = self._sample_class(potentials, s, generator)  # [B, s]
-            idx = c[..., None].expand(B, s, d)
-            m, lv = mu.gather(1, idx), logvar.gather(1, idx)  # [B, s, d]
-            e = torch.randn(m.shape, device=m.device, dtype=m.dtype, generator=generator)
-            z = m + (0.5 * lv).exp() * e
-            code = self._one_hot(c)[..., None] * z[:, :, None, :]  # [B, s, K, d]
-            logits = self.decoder(code.flatten(-2))
-            target = x[:, None].expand_as(logits)
-            log_px = -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
-            log_pz = -0.5 * (z.pow(2) + log2pi).sum(-1)
-            log_qz = -0.5 * (e.pow(2) + lv + log2pi).sum(-1)
-            log_w = log_px + log_pz - log_qz - math.log(K) - logq_c.gather(1, c)
-            parts.append(log_w.float())
-        log_w = torch.cat(parts, dim=1)
-        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
 
     def _prior_code(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities of classes ``c [N]`` with Gaussian codes ``z [N, d]``."""

@@ -31,22 +31,19 @@ with one sample its expectation is the Gibbs negative ELBO ``E_q[−log p(x|z)] 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 
 import networkx as nx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..estimators.base import Estimator
+from ..nn import mlp
 from ..options import Option, int_tuple
 from ..potentials import Potentials
 from ..solvers import Solver
-from .base import VAE, ModelOutput
-from .mlp import mlp
-from .objective import EncoderParams, elbo_objective
+from .base import VAE
+from .objective import EncoderParams
 from .pairwise import (
     EXACT_KL_MAX_VARS,
     KL_CHOICES,
@@ -178,77 +175,12 @@ class StructuredVAE(PairwiseBinaryLatents, EncoderParams, VAE):
 
     def loss_fn(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """−log p(x|z) for candidates ``z [B, C, n, 2] -> [B, C]`` (pixel-summed BCE)."""
-        x = x.flatten(1).to(self._dtype)
+        return self.training_loss(x, None)
 
-        def fn(z: torch.Tensor) -> torch.Tensor:
-            B, C = z.shape[:2]
-            logits = self.decode(z)
-            target = x[:, None].expand(B, C, self.input_dim)
-            return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
-
-        return fn
-
-    def objective(self, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[torch.Tensor, dict]:
-        """Estimator surrogate + mean KL (what the trainer back-propagates), and statistics
-        ``loss = recon + kl``, ``recon``, ``kl`` (detached means) plus the estimator's numbers.
-
-        An estimator with a ``solver`` attribute left at ``None`` is given this model's solver;
-        its solver is checked with :meth:`check_solver` first."""
-        self.use_model_solver(estimator)
-        return elbo_objective(self, x, estimator, **kw)
-
-    # --------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def one_sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ModelOutput:
-        """The paper's test loss: BCE at one perturb-max sample plus :meth:`kl`; each ``[B]``.
-
-        With edges this is not a bound on −log p(x) (the sample is not drawn from the Gibbs q
-        whose KL is added; see the module docstring and :attr:`kl_kind`)."""
-        potentials = self.encode(x)
-        z = self.perturb_max(potentials, generator)
-        recon = self.loss_fn(x)(self._one_hot(z)[:, None])[:, 0]
-        kl = self.kl(potentials)
-        return ModelOutput(recon + kl, recon, kl, z)
-
-    @torch.no_grad()
-    def iwae_nll(
-        self,
-        x: torch.Tensor,
-        samples: int = 100,
-        generator: torch.Generator | None = None,
-        chunk_rows: int = 20000,
-    ) -> torch.Tensor:
-        """Importance-weighted estimate of −log p(x) ``[B]`` with the Gibbs q(z|x) as proposal.
-
-        z_s ~ q exactly (enumeration of the ``2^n`` assignments, or independent Bernoullis
-        without edges) and log q(z_s) exact, so this is an upper bound on −log p(x) in
-        expectation — unlike :meth:`one_sample_loss` when there are edges. Raises
-        ``ValueError`` when ``n`` is above ``exact_kl_max_vars`` and there are edges.
-        """
-        samples = int(samples)
-        if samples < 1:
-            raise ValueError(f"iwae_nll needs samples >= 1, got {samples}")
-        if not self.iwae_available:
-            raise ValueError(
-                f"iwae_nll needs exact samples and probabilities of the Gibbs q, i.e. enumerating "
-                f"2^{self.num_latents} assignments, above the limit n <= {self.exact_kl_max_vars} "
-                "(exact_kl_max_vars); perturb-max samples cannot be used instead because their "
-                "probabilities are intractable"
-            )
-        potentials = self.encode(x)
-        ft = torch.promote_types(self._dtype, torch.float32)
-        B, n = x.shape[0], self.num_latents
-        loss = self.loss_fn(x)
-        log_prior = -n * math.log(2)
-        z_all, log_q_all = self.proposal_samples(potentials, samples, generator, ft)
-        step = max(1, int(chunk_rows) // max(B, 1))
-        parts = []
-        for start in range(0, samples, step):
-            z = z_all[:, start : start + step]
-            log_px = -loss(self._one_hot(z)).to(ft)
-            parts.append(log_px + log_prior - log_q_all[:, start : start + step])
-        log_w = torch.cat(parts, dim=1)
-        return -(torch.logsumexp(log_w, dim=1) - math.log(samples))
+    # ``objective`` (the estimator gets this model's solver when it has none, checked with
+    # check_solver first), ``one_sample_loss`` (BCE at one perturb-max sample plus kl: not a
+    # bound with edges) and ``iwae_nll`` (the Gibbs q as the proposal, sampled and scored
+    # exactly: an upper bound in expectation) come from the base over the pairwise hooks.
 
     @torch.no_grad()
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ over the model's :class:`Structure`.
 from .auto import AutoSolver, auto_solver_name
 from .base import (
     FunctionSolver,
+    InvalidSolutionError,
     Solver,
     SolverError,
     SolverWarning,
@@ -28,6 +29,7 @@ from .tree import TreeSolver, tree_log_partition
 __all__ = [
     "Solver",
     "SolverError",
+    "InvalidSolutionError",
     "SolverWarning",
     "FunctionSolver",
     "register",

@@ -19,13 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..errors import SolverError
+from ..errors import NonFiniteError, SolverError
 from ..potentials import Potentials
 from ..registry import Registry
 
 __all__ = [
     "Solver",
     "SolverError",
+    "InvalidSolutionError",
     "SolverWarning",
     "FunctionSolver",
     "register",
@@ -37,6 +38,12 @@ __all__ = [
 
 class SolverWarning(UserWarning):
     """A solver returned an assignment it could not prove optimal (e.g. a time limit)."""
+
+
+class InvalidSolutionError(SolverError, ValueError):
+    """A solver returned something that is not an assignment of the problem (wrong shape,
+    non-integer or out-of-range values). Both a :class:`~structvae.errors.SolverError` (the run
+    stops with a one-line error naming the solver) and a ``ValueError``."""
 
 
 class Solver(ABC):
@@ -112,7 +119,8 @@ class Solver(ABC):
                 f"solver {self.name!r} failed on a batch of {B} problem(s) (n = {n}, K = {K}, "
                 f"{potentials.num_edges} edges): {type(err).__name__}: {err}"
             ) from err
-        return _check_assignment(z, potentials, f"solver {self.name!r} returned an assignment that")
+        who = f"solver {self.name!r} returned an assignment that"
+        return _check_assignment(z, potentials, who, InvalidSolutionError)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, exact={self.exact})"
@@ -133,6 +141,12 @@ def _check_magnitude(p: Potentials, name: str) -> None:
     ok = bound < limit
     if not bool(ok.all()):
         b = int((~ok).nonzero()[0])
+        if not bool(torch.isfinite(bound[b])):
+            what = "NaN" if bool(torch.isnan(bound[b])) else "inf"
+            raise NonFiniteError(
+                f"solver {name!r}: the potentials of sample {b} hold {what} (built with "
+                "validate=False?); check the encoder's outputs"
+            )
         raise ValueError(
             f"solver {name!r}: the scores of sample {b} may overflow {dtype} (the sum of the "
             f"largest |entry| of each unary and pairwise table is {float(bound[b]):.3g}, above "
@@ -140,18 +154,21 @@ def _check_magnitude(p: Potentials, name: str) -> None:
         )
 
 
-def _check_assignment(z, potentials: Potentials, who: str) -> torch.Tensor:
+def _check_assignment(
+    z, potentials: Potentials, who: str, error: type[ValueError] = ValueError
+) -> torch.Tensor:
+    """``z`` as long ``[B, n]`` in ``[0, K)`` on the potentials' device, else ``error``."""
     B, n, K = potentials.unary.shape
     z = torch.as_tensor(z)
     if tuple(z.shape) != (B, n):
-        raise ValueError(f"{who} has shape {list(z.shape)}; expected [B, n] = [{B}, {n}]")
+        raise error(f"{who} has shape {list(z.shape)}; expected [B, n] = [{B}, {n}]")
     if z.is_floating_point():
         if not bool((z == z.round()).all()):
-            raise ValueError(f"{who} contains non-integer values")
+            raise error(f"{who} contains non-integer values")
     z = z.to(device=potentials.device, dtype=torch.long)
     if z.numel() and (int(z.min()) < 0 or int(z.max()) >= K):
         bad = ((z < 0) | (z >= K)).nonzero()[0].tolist()
-        raise ValueError(
+        raise error(
             f"{who} holds values outside [0, {K - 1}] (first at sample {bad[0]}, variable {bad[1]})"
         )
     return z
@@ -205,7 +222,9 @@ def available_solvers() -> list[str]:
 class FunctionSolver(Solver):
     """Wrap ``fn(unary [n, K], edges [E, 2], pairwise [E, K, K]) -> z [n]`` (numpy) as a Solver.
 
-    The function sees one problem at a time as float64/int64 numpy arrays. With
+    The function sees one problem at a time as float64/int64 numpy arrays, **read-only**: they
+    may share memory with the caller's potentials, so a function that writes to them raises an
+    error naming the solver (copy them first, ``unary = unary.copy()``, to work in place). With
     ``workers > 1`` the batch's problems run in a thread pool (useful when ``fn`` releases
     the GIL, as most compiled solvers do). ``exact`` declares whether ``fn`` is exact.
     """
@@ -232,15 +251,25 @@ class FunctionSolver(Solver):
 
     def solve(self, potentials: Potentials, hint: torch.Tensor | None = None) -> torch.Tensor:
         unary, edges, pairwise = potentials.numpy()
+        for array in (unary, edges, pairwise):
+            array.setflags(write=False)  # views of the caller's tensors: never written
         B, n, _ = unary.shape
 
         def one(b: int) -> np.ndarray:
             try:
                 out = np.asarray(self.fn(unary[b], edges, pairwise[b]))
+            except ValueError as err:
+                if "read-only" in str(err):
+                    raise SolverError(
+                        f"solver {self.name!r} wrote to its input arrays on sample {b}; they are "
+                        "read-only views of the caller's potentials: copy them first "
+                        "(e.g. unary = unary.copy())"
+                    ) from err
+                raise SolverError(f"solver {self.name!r} failed on sample {b}: {err}") from err
             except Exception as err:
                 raise SolverError(f"solver {self.name!r} failed on sample {b}: {err}") from err
             if out.shape != (n,):
-                raise ValueError(
+                raise InvalidSolutionError(
                     f"solver {self.name!r} returned shape {list(out.shape)} for sample {b}; "
                     f"expected [n] = [{n}]"
                 )

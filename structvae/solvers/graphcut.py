@@ -1,11 +1,10 @@
 """Exact arg max of binary supermodular potentials by one min-cut per batch (PyMaxflow).
 
-Each edge table ``[[a, b], [c, d]]`` (rows ``z_i``, columns ``z_j``) is rewritten as
-
-    theta(z_i, z_j) = a + (c - a) z_i + (d - c) z_j - w (1 - z_i) z_j,   w = a + d - b - c,
-
-and each unary pair as ``u_0 + (u_1 - u_0) z_i``, so ``h(z) = const + sum_v gain_v z_v -
-sum_e w_e (1 - z_i) z_j``. With every ``w >= 0`` (supermodular), maximising ``h`` is a
+The binary form of the potentials (:meth:`~structvae.Potentials.binary_form`),
+``h(z) = const + sum_v linear_v z_v + sum_e w_e z_i z_j`` with ``w = a + d - b - c`` for the
+edge table ``[[a, b], [c, d]]``, is rewritten with ``w z_i z_j = w z_j - w (1 - z_i) z_j`` as
+``h(z) = const + sum_v gain_v z_v - sum_e w_e (1 - z_i) z_j`` (``gain_v = linear_v`` plus the
+``w`` of the edges whose head is ``v``). With every ``w >= 0`` (supermodular), maximising ``h`` is a
 minimum ``s-t`` cut: a variable on the sink side takes ``z = 1``; its sink edge carries its
 gain, cut (and paid) when ``z_v = 0`` (negative gains become source edges inside the
 max-flow library); arc ``i -> j`` of capacity ``w`` is cut when ``z_i = 0, z_j = 1``. The
@@ -66,25 +65,21 @@ class _Layout:
         self.head = (offsets + edges[:, 1]).ravel().astype(np.uint32)
         self.size = B * n
         self.zeros = np.zeros(max(B * E, B * n))  # reverse and source capacities
-        self.tail_sums = _EndSums(edges[:, 0]) if E else None
         self.head_sums = _EndSums(edges[:, 1]) if E else None
 
-    def tables(self, unary: np.ndarray, pairwise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(gain [B, n], w [B, E])`` float64: the linear gain of ``z_v = 1`` and the margins.
+    def tables(self, linear: np.ndarray, coupling: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(gain [B, n], w [B, E])`` float64 from the binary form ``(linear, coupling)``.
 
-        Edge ``(i, j)`` with table ``[[a, b], [c, d]]`` gives ``c - a`` to ``i``, ``d - c`` to
-        ``j``, and ``w = (d - c) - (b - a)``. Single-threaded numpy on purpose: at these sizes
-        BLAS or torch worker threads cost more than they save on a busy CPU.
+        ``w z_i z_j = w z_j - w (1 - z_i) z_j``: the gain of ``z_v = 1`` is ``linear_v`` plus
+        the couplings of the edges whose head is ``v``, and ``w`` is the arc capacity.
+        Single-threaded numpy on purpose: at these sizes BLAS or torch worker threads cost
+        more than they save on a busy CPU.
         """
-        gain = unary[..., 1] - unary[..., 0]
-        if self.tail_sums is None:
-            return gain, pairwise.reshape(gain.shape[0], 0)
-        a, b = pairwise[..., 0, 0], pairwise[..., 0, 1]
-        c, d = pairwise[..., 1, 0], pairwise[..., 1, 1]
-        d_c = d - c
-        self.tail_sums.add_to(gain, c - a)
-        self.head_sums.add_to(gain, d_c)
-        return gain, d_c - (b - a)
+        if self.head_sums is None:
+            return linear, coupling.reshape(linear.shape[0], 0)
+        gain = linear.copy()
+        self.head_sums.add_to(gain, coupling)
+        return gain, coupling
 
 
 def _add_arcs(graph, tail: np.ndarray, head: np.ndarray, cap: np.ndarray, rev: np.ndarray) -> None:
@@ -109,20 +104,25 @@ _NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def _to_numpy(p: Potentials) -> tuple[np.ndarray, np.ndarray]:
-    """``(unary [B, n, 2], pairwise [B, E, 2, 2])`` as float64 numpy with one device transfer.
-
-    The cast to float64 happens in numpy (one thread): torch's parallel cast is slower at
-    these sizes on a busy CPU. Off the CPU, both tensors travel in a single copy.
-    """
+    """``(unary [B, n, 2], pairwise [B, E, 2, 2])`` as float64 numpy (error messages only)."""
     unary, pairwise = p.unary.detach(), p.pairwise.detach()
     if p.dtype not in _NUMPY_DTYPES:  # e.g. bfloat16, which numpy lacks
         unary, pairwise = unary.float(), pairwise.float()
+    return unary.cpu().double().numpy(), pairwise.cpu().double().numpy()
+
+
+def _binary_numpy(p: Potentials) -> tuple[np.ndarray, np.ndarray]:
+    """``(linear [B, n], coupling [B, E])`` of :meth:`Potentials.binary_form` as float64 numpy,
+    with one device transfer (float64 on the device where it has it, else on the CPU)."""
+    p = p.detach()
+    if p.device.type not in ("cpu", "cuda"):  # e.g. MPS, without float64
+        p = p.to("cpu")
+    form = p.binary_form(torch.float64)
     if p.device.type == "cpu":
-        return np.asarray(unary.numpy(), np.float64), np.asarray(pairwise.numpy(), np.float64)
-    B, n, _ = unary.shape
-    flat = torch.cat([unary.reshape(B, -1), pairwise.reshape(B, -1)], dim=1).cpu().numpy()
-    flat = flat.astype(np.float64)
-    return flat[:, : 2 * n].reshape(B, n, 2), flat[:, 2 * n :].reshape(B, -1, 2, 2)
+        return form.linear.numpy(), form.coupling.numpy()
+    n = p.num_vars
+    flat = torch.cat([form.linear, form.coupling], dim=1).cpu().numpy()
+    return flat[:, :n], flat[:, n:]
 
 
 def _ref(t: torch.Tensor) -> tuple:
@@ -181,7 +181,7 @@ class GraphCutSolver(Solver):
         if pending is not None and _same(pending[0], p):
             return pending[1]
         layout = self._layout(p)
-        return (*layout.tables(*_to_numpy(p)), layout)
+        return (*layout.tables(*_binary_numpy(p)), layout)
 
     def _layout(self, p: Potentials) -> _Layout:
         """The cached layout for ``p``'s ``(B, n, edges)``; the same edges tensor as last time

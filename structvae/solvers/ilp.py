@@ -38,7 +38,7 @@ import torch
 
 from ..potentials import Potentials
 from .base import Solver, register, warn_not_optimal
-from .qpbo import persistencies_numpy
+from .qpbo import binary_tables, persistencies_numpy
 
 __all__ = ["ILPSolver"]
 
@@ -83,12 +83,6 @@ class _Template:
                 model.add_implication(y[e], z[j])
                 model.add_bool_or([~z[i], ~z[j], y[e]])
             self.num_vars = n + E
-            # incidence matrices [E, n] to fold the edges' linear parts into the unary ones
-            rows = np.arange(E)
-            self.inc_i = np.zeros((E, n))
-            self.inc_i[rows, edges[:, 0]] = 1.0
-            self.inc_j = np.zeros((E, n))
-            self.inc_j[rows, edges[:, 1]] = 1.0
         else:
             x = [model.new_bool_var("") for _ in range(n * K)]
             y = [model.new_bool_var("") for _ in range(E * K * K)]
@@ -109,21 +103,18 @@ class _Template:
         self.model = model
 
     # -- per-batch numpy work (vectorised over the batch) --------------------
-    def coefficients(self, unary: np.ndarray, pairwise: np.ndarray) -> np.ndarray:
-        """Float objective coefficients ``[B, num_vars]`` (score up to a per-sample constant)."""
+    def coefficients(self, p: Potentials, unary: np.ndarray, pairwise: np.ndarray) -> np.ndarray:
+        """Float objective coefficients ``[B, num_vars]`` (score up to a per-sample constant):
+        for K = 2 the binary form (:meth:`~structvae.Potentials.binary_form`) in float64,
+        otherwise the numpy tables ``unary``, ``pairwise`` centred per variable / edge."""
         B = unary.shape[0]
         if self.binary:
-            p00, p01 = pairwise[..., 0, 0], pairwise[..., 0, 1]
-            p10, p11 = pairwise[..., 1, 0], pairwise[..., 1, 1]
-            lin = unary[..., 1] - unary[..., 0]
-            if self.E:
-                lin = lin + (p10 - p00) @ self.inc_i + (p01 - p00) @ self.inc_j
-            quad = p00 + p11 - p01 - p10
-            return np.concatenate([lin, quad], axis=1)
+            form = p.detach().to("cpu", torch.float64).binary_form()
+            return torch.cat([form.linear, form.coupling], dim=1).numpy()
         u = unary - 0.5 * (unary.max(-1, keepdims=True) + unary.min(-1, keepdims=True))
-        p = pairwise.reshape(B, self.E, -1)
-        p = p - 0.5 * (p.max(-1, keepdims=True) + p.min(-1, keepdims=True))
-        return np.concatenate([u.reshape(B, -1), p.reshape(B, -1)], axis=1)
+        t = pairwise.reshape(B, self.E, -1)
+        t = t - 0.5 * (t.max(-1, keepdims=True) + t.min(-1, keepdims=True))
+        return np.concatenate([u.reshape(B, -1), t.reshape(B, -1)], axis=1)
 
     def hint_values(self, hint: np.ndarray) -> np.ndarray:
         """0/1 values ``[B, num_vars]`` of every variable for assignments ``hint`` ``[B, n]``."""
@@ -313,12 +304,12 @@ class ILPSolver(Solver):
 
         unary, edges, pairwise = p.numpy()
         tmpl = self._template(n, K, edges)
-        icoef, scale = self._scale(tmpl.coefficients(unary, pairwise))
+        icoef, scale = self._scale(tmpl.coefficients(p, unary, pairwise))
         neg = (-icoef).tolist()
         hint_np = None if hint is None else hint.detach().cpu().numpy().astype(np.int64)
         fixes = None
         if self.persistencies and K == 2:
-            fixed, values = persistencies_numpy(unary, edges, pairwise)
+            fixed, values = persistencies_numpy(*binary_tables(p))
             self.last_fixed_fraction = torch.as_tensor(fixed.mean(1), dtype=_float(dev), device=dev)
             if hint_np is not None:  # a hint that agrees with the fixed values
                 hint_np = np.where(fixed, values, hint_np)

@@ -48,7 +48,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ..potentials import Potentials
 
-__all__ = ["qpbo_persistencies", "reduce_potentials", "persistencies_numpy"]
+__all__ = ["qpbo_persistencies", "reduce_potentials", "persistencies_numpy", "binary_tables"]
 
 
 def persistencies_numpy(
@@ -131,6 +131,20 @@ def _supermodular_free_components(
     return free & ~bad[comp].reshape(B, n)
 
 
+def binary_tables(p: Potentials) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(unary [B, n, 2], edges [E, 2], pairwise [B, E, 2, 2])`` float64 numpy tables of the
+    binary form (:meth:`~structvae.Potentials.binary_form`): unary ``(0, linear_i)``, edge
+    tables ``[[0, 0], [0, coupling_e]]``. The same scores up to a per-sample constant, so the
+    same persistencies (the doubled energy of roof duality is unchanged by a
+    reparametrisation, and the cut read off is the one its minimisers determine)."""
+    form = p.detach().to("cpu", torch.float64).binary_form()
+    lin, w = form.linear.numpy(), form.coupling.numpy()
+    unary = np.stack([np.zeros_like(lin), lin], axis=-1)
+    pairwise = np.zeros(w.shape + (2, 2))
+    pairwise[..., 1, 1] = w
+    return unary, p.edges.cpu().numpy(), pairwise
+
+
 def qpbo_persistencies(
     potentials: Potentials, extend: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +166,7 @@ def qpbo_persistencies(
         raise ValueError(
             f"qpbo_persistencies needs K = 2 states per variable, got K = {potentials.num_states}"
         )
-    fixed, values = persistencies_numpy(*potentials.numpy(), extend=extend)
+    fixed, values = persistencies_numpy(*binary_tables(potentials), extend=extend)
     dev = potentials.device
     return torch.as_tensor(fixed, device=dev), torch.as_tensor(values, device=dev)
 

@@ -25,7 +25,15 @@ from ..graphs import edges_to_graph
 from ..potentials import Potentials
 from .base import Solver, register
 
-__all__ = ["TreeSolver", "tree_log_partition", "forest_schedule", "ForestSchedule"]
+__all__ = [
+    "TreeSolver",
+    "tree_log_partition",
+    "forest_schedule",
+    "ForestSchedule",
+    "forest_upward",
+    "forest_argmax",
+    "cached_schedule",
+]
 
 _CACHE_SIZE = 32
 
@@ -173,6 +181,52 @@ def _oriented_tables(
     return torch.where(idx["flip"][None, :, None, None], t.transpose(-1, -2), t)
 
 
+def forest_upward(
+    p: Potentials, sched: ForestSchedule, max_product: bool
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The upward pass: ``(belief [B, n, K], tables [B, E, Kp, Kc], back)``.
+
+    ``belief[b, v]`` is ``unary[b, v]`` plus the messages from ``v``'s children: for a root
+    the max (``max_product``) or the log-sum-exp of the scores of its whole component.
+    ``tables`` are the pairwise tables in schedule order, indexed ``[z_parent, z_child]``.
+    ``back[d]`` ``[B, m_d, Kp]``: the best child state per parent state at depth ``d + 1``
+    (max-product only; empty otherwise). Sum-product is differentiable (out of place);
+    max-product updates its belief in place. Float32 or wider.
+    """
+    dtype = _compute_dtype(p)
+    idx = sched.on(p.device)
+    child, parent = idx["child"], idx["parent"]
+    tables = _oriented_tables(p, idx, dtype)
+    belief = p.unary.to(dtype, copy=max_product)
+    back: list[torch.Tensor] = [None] * sched.depth if max_product else []  # type: ignore[list-item]
+    for d in range(sched.depth - 1, -1, -1):
+        s, t = sched.bounds[d]
+        scores = tables[:, s:t] + belief.index_select(1, child[s:t]).unsqueeze(-2)  # [B,m,Kp,Kc]
+        if max_product:
+            best, back[d] = scores.max(-1)  # [B, m, Kp]
+            belief.index_add_(1, parent[s:t], best)
+        else:
+            belief = belief.index_add(1, parent[s:t], torch.logsumexp(scores, -1))
+    return belief, tables, back
+
+
+@torch.no_grad()
+def forest_argmax(p: Potentials, sched: ForestSchedule) -> torch.Tensor:
+    """Exact arg max ``[B, n]`` of forest potentials by max-product and back-tracking."""
+    if sched.depth == 0:
+        return p.unary.argmax(-1)
+    belief, _, back = forest_upward(p, sched, max_product=True)
+    idx = sched.on(p.device)
+    child, parent, roots = idx["child"], idx["parent"], idx["roots"]
+    z = torch.empty(p.unary.shape[:2], dtype=torch.long, device=p.device)
+    z[:, roots] = belief.index_select(1, roots).argmax(-1)
+    for d in range(sched.depth):
+        s, t = sched.bounds[d]
+        zp = z.index_select(1, parent[s:t]).unsqueeze(-1)  # [B, m, 1]
+        z[:, child[s:t]] = back[d].gather(-1, zp).squeeze(-1)
+    return z
+
+
 @register("tree")
 class TreeSolver(Solver):
     """Exact arg max on forests (any K) by batched max-product dynamic programming.
@@ -200,31 +254,13 @@ class TreeSolver(Solver):
 
     @torch.no_grad()
     def solve(self, potentials: Potentials, hint: torch.Tensor | None = None) -> torch.Tensor:
-        p = potentials
-        sched = self.schedule(p)
-        dtype = _compute_dtype(p)
-        if sched.depth == 0:
-            return p.unary.argmax(-1)
-        idx = sched.on(p.device)
-        child, parent = idx["child"], idx["parent"]
-        tables = _oriented_tables(p, idx, dtype)
-        belief = p.unary.to(dtype, copy=True)  # [B, n, K], updated in place
-        back: list[torch.Tensor] = [None] * sched.depth  # type: ignore[list-item]
-        for d in range(sched.depth - 1, -1, -1):
-            s, t = sched.bounds[d]
-            c = child[s:t]
-            scores = tables[:, s:t] + belief.index_select(1, c).unsqueeze(-2)  # [B, m, Kp, Kc]
-            best, arg = scores.max(-1)  # [B, m, Kp]
-            belief.index_add_(1, parent[s:t], best)
-            back[d] = arg
-        z = torch.empty(p.unary.shape[:2], dtype=torch.long, device=p.device)
-        roots = idx["roots"]
-        z[:, roots] = belief.index_select(1, roots).argmax(-1)
-        for d in range(sched.depth):
-            s, t = sched.bounds[d]
-            zp = z.index_select(1, parent[s:t]).unsqueeze(-1)  # [B, m, 1]
-            z[:, child[s:t]] = back[d].gather(-1, zp).squeeze(-1)
-        return z
+        return forest_argmax(potentials, self.schedule(potentials))
+
+
+def cached_schedule(p: Potentials, who: str, advice: str = "") -> ForestSchedule:
+    """The forest schedule of ``p``'s edges from a module-wide cache; ``ValueError`` naming
+    ``who`` (and ``advice``) on a cycle."""
+    return _GLOBAL_CACHE.get(p.edges, p.num_vars, who, advice)
 
 
 def tree_log_partition(potentials: Potentials) -> torch.Tensor:
@@ -232,28 +268,23 @@ def tree_log_partition(potentials: Potentials) -> torch.Tensor:
 
     Differentiable in the unary and pairwise tables (the gradient with respect to
     ``unary[b, i, k]`` is the marginal ``p_b(z_i = k)``). Computed in float32 or wider and
-    returned in that dtype. Raises ``ValueError`` when the graph has a cycle.
+    returned in that dtype. Raises ``ValueError`` when the graph has a cycle. The forest
+    backend of :class:`structvae.inference.Gibbs` (marginals, entropy, sampling) builds on it.
     """
     if not isinstance(potentials, Potentials):
         raise ValueError(
             f"tree_log_partition expects a structvae.Potentials, got {type(potentials).__name__}"
         )
     p = potentials
-    sched = _GLOBAL_CACHE.get(
-        p.edges,
-        p.num_vars,
+    if not p.has_edges:  # closed form, without looking up a schedule
+        return torch.logsumexp(p.unary.to(_compute_dtype(p)), -1).sum(-1)
+    sched = cached_schedule(
+        p,
         "tree_log_partition",
-        "use structvae.solvers.enumerate_scores(p).logsumexp(1) for small problems",
+        "use structvae.inference.Gibbs(p, backend='enumerate') for small problems",
     )
-    dtype = _compute_dtype(p)
-    belief = p.unary.to(dtype)
     if sched.depth == 0:
-        return torch.logsumexp(belief, -1).sum(-1)
-    idx = sched.on(p.device)
-    child, parent = idx["child"], idx["parent"]
-    tables = _oriented_tables(p, idx, dtype)
-    for d in range(sched.depth - 1, -1, -1):
-        s, t = sched.bounds[d]
-        scores = tables[:, s:t] + belief.index_select(1, child[s:t]).unsqueeze(-2)
-        belief = belief.index_add(1, parent[s:t], torch.logsumexp(scores, -1))
-    return torch.logsumexp(belief.index_select(1, idx["roots"]), -1).sum(-1)
+        return torch.logsumexp(p.unary.to(_compute_dtype(p)), -1).sum(-1)
+    belief, _, _ = forest_upward(p, sched, max_product=False)
+    roots = sched.on(p.device)["roots"]
+    return torch.logsumexp(belief.index_select(1, roots), -1).sum(-1)

@@ -43,13 +43,19 @@ from .build import build_estimator, check_config
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .config import DEFAULT_EPOCHS, DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig
 from .evaluation import evaluate
-from .trainer import train
+from .loading import load_model
+from .specs import Spec, parse_spec
+from .trainer import Trainer, train
 
 __all__ = [
     "TrainConfig",
     "CheckpointError",
     "train",
+    "Trainer",
     "evaluate",
+    "load_model",
+    "parse_spec",
+    "Spec",
     "check_config",
     "build_estimator",
     "save_checkpoint",

@@ -11,7 +11,6 @@ from .rng import _eval_generator, _reset_binarization
 
 _RECON_IMAGES = 16
 _SAMPLE_IMAGES = 64
-_GRID_STYLES = 10
 
 
 def _plot_curves(out: Path, history: list[dict]) -> None:
@@ -56,6 +55,9 @@ def _fixed_images(dataset, n: int, seed: int) -> torch.Tensor:
 
 
 def _save_images(model, fixed_x, image_shape, out: Path, prefix: str, seed: int, device) -> None:
+    """``<prefix>reconstructions.png`` (``fixed_x`` above its reconstructions),
+    ``<prefix>samples.png`` (prior samples) and one ``<prefix><name>.png`` per grid of
+    ``model.grids`` (e.g. ``generation_grid``, ``attribute_grid``)."""
     from torchvision.utils import save_image
 
     was_training = model.training
@@ -69,31 +71,8 @@ def _save_images(model, fixed_x, image_shape, out: Path, prefix: str, seed: int,
         save_image(
             samples.float().view(shape).cpu(), out / f"{prefix}samples.png", nrow=8, pad_value=0.5
         )
-        if hasattr(model, "attribute_grid"):  # the celeba model: attributes switched off / on
-            from ..grids import save_attribute_grid
-
-            save_attribute_grid(model, fixed_x[:8], out / f"{prefix}attribute_grid.png")
-    finally:
-        model.train(was_training)
-
-
-def _save_generation_grid(model, image_shape, out: Path, prefix: str, seed: int, device) -> None:
-    """``<prefix>generation_grid.png`` from ``model.generation_grid`` (rows: class, columns:
-    style) when the model has one."""
-    fn = getattr(model, "generation_grid", None)
-    if not callable(fn):
-        return
-    from torchvision.utils import save_image
-
-    was_training = model.training
-    model.eval()
-    try:
-        images = fn(_GRID_STYLES, generator=_eval_generator(seed, device))
-        save_image(
-            images.float().view(-1, *image_shape).cpu(),
-            out / f"{prefix}generation_grid.png",
-            nrow=_GRID_STYLES,
-            pad_value=0.5,
-        )
+        for name, (images, nrow) in model.grids(fixed_x, _eval_generator(seed, device)).items():
+            path = out / f"{prefix}{name}.png"
+            save_image(images.float().cpu(), path, nrow=nrow, pad_value=0.5)
     finally:
         model.train(was_training)

@@ -5,38 +5,29 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["TrainConfig", "DEFAULT_EPOCHS", "DEFAULT_EPS", "DEFAULT_LABEL_EPS"]
+__all__ = [
+    "TrainConfig",
+    "DEFAULT_EPOCHS",
+    "DEFAULT_EPS",
+    "DEFAULT_LABEL_EPS",
+    "IDENTITY",
+    "INHERIT",
+    "INVOCATION",
+    "resume_policy",
+    "identity_fields",
+]
+
+IDENTITY = "identity"
+"""Resume policy: part of the run's identity; ``resume`` refuses a different value."""
+INHERIT = "inherit"
+"""Resume policy: may change on ``resume``; the CLI takes the run's value unless it is given."""
+INVOCATION = "invocation"
+"""Resume policy: belongs to one invocation (a budget, where to write, output); never taken
+from the run being resumed."""
 
 #: Default epochs: ``structvae train`` with no arguments (mnist-sample, direct, 1x10, batch 100)
 #: finishes in about two minutes on two CPU cores.
 DEFAULT_EPOCHS = 50
-
-#: Fields that must agree between a run and its resumption.
-_IDENTITY_FIELDS = (
-    "dataset",
-    "binarize",
-    "split_seed",
-    "model",
-    "latent",
-    "estimator",
-    "objective",
-    "solver",
-    "pairwise",
-    "graph",
-    "kl",
-    "eps",
-    "temperature",
-    "batch_size",
-    "lr",
-    "seed",
-    "attributes",
-    "label_fraction",
-    "labels",
-    "label_eps",
-    "alpha",
-    "labelled_batch_size",
-)
-
 
 DEFAULT_EPS = 0.1
 """ε₀ that ``structvae train`` uses for direct optimization when ``--eps`` is not given."""
@@ -46,19 +37,32 @@ DEFAULT_LABEL_EPS = 0.01
 lower validation accuracy on MNIST with 100 labels (docs/semisupervised.md)."""
 
 
+def _field(default, resume: str = IDENTITY):
+    """A :class:`TrainConfig` field with its resume policy in ``metadata["resume"]``
+    (a ``dict`` default: a fresh empty dict per config)."""
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata={"resume": resume})
+    return dataclasses.field(default=default, metadata={"resume": resume})
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; every field is a ``structvae train`` flag (``--batch-size`` …).
 
     Attributes:
         dataset, data_root, download, binarize, split_seed: see :func:`structvae.data.load_dataset`.
-        model: a registered model (:func:`structvae.models.build_model`), e.g. ``"categorical"``.
+        model: a registered model (:func:`structvae.models.build_model`), e.g. ``"categorical"``,
+            or a spec with options, ``"structured:pairwise=general"``
+            (:mod:`structvae.training.specs`).
         latent: the model's latent spec; ``"NxK"`` (N variables × K categories) for categorical.
-        estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …).
+        estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …), or a spec
+            ``"direct:eps=0.1,solver=ilp"``; options with a field of their own (``eps``,
+            ``solver`` …) are that field.
         objective: ``"elbo"`` (every estimator trains the negative ELBO, KL gradient included)
             or ``"paper"`` (the reference code's objective: direct's KL is computed but not
             trained and its default ε₀ is 1; :mod:`structvae.models.reference`).
-        solver: arg-max solver for estimators that take one (``None``: picked by structure).
+        solver: the run's arg-max solver, for the model and for estimators that take one
+            (``None``: :func:`structvae.solvers.select` picks it by structure).
         pairwise, graph, kl: the structured model's coupling family, graph and KL choice
             (:class:`structvae.models.StructuredVAE`; ``None``: the model's defaults).
         eps: ε₀ of the paper's ε schedule, ε = max(ε₀·exp(−1e-5·t), min(0.1, ε₀)) updated every
@@ -77,10 +81,12 @@ class TrainConfig:
         resume: continue from ``out/last.pt``.
         overwrite: replace the artifacts of an existing run in ``out`` (else that is an error).
         eval_samples: importance samples of the final IWAE evaluation.
-        max_steps: stop after this many optimisation steps in total (for tests and smoke runs).
-        max_time_s: stop once this many training seconds (``time_s``) have been spent, checked
-            before every step; the interrupted epoch is still validated and checkpointed, and the
-            final test evaluation runs as usual (for equal wall-clock budgets across estimators).
+        max_steps: the budget of this call: stop after it has taken this many optimisation
+            steps (for smoke runs and jobs in slices). The cut epoch is validated, a mid-epoch
+            ``last.pt`` is written and ``resume`` continues exactly where it stopped
+            (:mod:`structvae.training.trainer`).
+        max_time_s: the same with the training seconds this call has spent, checked before
+            every step (for equal wall-clock budgets across estimators).
         log_every: refresh the progress bar's running loss every this many steps.
         num_workers: accepted for compatibility; the in-memory datasets are read in-process.
         quiet: no progress bars or per-epoch lines.
@@ -95,7 +101,7 @@ class TrainConfig:
             training split only) keeps its labels; every step takes one unlabelled batch of
             ``batch_size`` from the whole training split (labelled images included, ``y = -1``)
             plus one labelled batch of ``labelled_batch_size`` (default ``batch_size``, at most
-            ``labels``), cycled and re-shuffled (:mod:`structvae.semisup_data`). ``None``:
+            ``labels``), cycled and re-shuffled (:mod:`structvae.data.semisup`). ``None``:
             every training label is passed to such models (fully supervised).
         label_eps: ε of direct's labelled rows (z_ε = label); default 0.01 with ``labels``.
         alpha: the labelled rows' cross-entropy weight for estimators without label support
@@ -105,53 +111,76 @@ class TrainConfig:
             (``None``: ``Eyeglasses,Smiling,Male``; ``all``: the 40).
         label_fraction: ``--dataset celeba``: fraction of training images that keep their
             attribute labels (``None``: 1.0); the others are unlabelled (-1).
+        model_options, estimator_options: further options the model / estimator declares
+            (``--model-opt hidden=400,200``; values converted by their
+            :class:`~structvae.options.Option`).
 
     Distributed (``torchrun --nproc_per_node N -m structvae train``, :mod:`structvae.distributed`):
     ``batch_size`` is the global batch, split over the processes.
     """
 
-    dataset: str = "mnist-sample"
-    data_root: str | None = None
-    download: bool = False
-    binarize: str = "fixed"
-    split_seed: int = 0
-    model: str = "categorical"
-    latent: str = "1x10"
-    estimator: str = "direct"
-    objective: str = "elbo"
-    solver: str | None = None
-    pairwise: str | None = None
-    graph: str | None = None
-    kl: str | None = None
-    eps: float | None = None
-    temperature: float | None = None
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    out: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    eval_samples: int = 100
-    max_steps: int | None = None
-    max_time_s: float | None = None
-    log_every: int = 10
-    num_workers: int = 0
-    quiet: bool = False
-    skip_nonfinite: bool = False
-    solver_workers: int = 0
-    attributes: str | None = None
-    label_fraction: float | None = None
-    labels: int | None = None
-    label_eps: float | None = None
-    alpha: float | None = None
-    labelled_batch_size: int | None = None
+    dataset: str = _field("mnist-sample")
+    data_root: str | None = _field(None, INHERIT)
+    download: bool = _field(False, INHERIT)
+    binarize: str = _field("fixed")
+    split_seed: int = _field(0)
+    model: str = _field("categorical")
+    latent: str = _field("1x10")
+    estimator: str = _field("direct")
+    objective: str = _field("elbo")
+    solver: str | None = _field(None)
+    pairwise: str | None = _field(None)
+    graph: str | None = _field(None)
+    kl: str | None = _field(None)
+    eps: float | None = _field(None)
+    temperature: float | None = _field(None)
+    epochs: int = _field(DEFAULT_EPOCHS, INHERIT)
+    batch_size: int = _field(100)
+    lr: float = _field(1e-3)
+    seed: int = _field(0)
+    device: str = _field("cpu", INHERIT)
+    out: str | None = _field(None, INVOCATION)
+    resume: bool = _field(False, INVOCATION)
+    overwrite: bool = _field(False, INVOCATION)
+    eval_samples: int = _field(100, INHERIT)
+    max_steps: int | None = _field(None, INVOCATION)
+    max_time_s: float | None = _field(None, INVOCATION)
+    log_every: int = _field(10, INHERIT)
+    num_workers: int = _field(0, INHERIT)
+    quiet: bool = _field(False, INVOCATION)
+    skip_nonfinite: bool = _field(False, INHERIT)
+    solver_workers: int = _field(0, INHERIT)
+    attributes: str | None = _field(None)
+    label_fraction: float | None = _field(None)
+    labels: int | None = _field(None)
+    label_eps: float | None = _field(None)
+    alpha: float | None = _field(None)
+    labelled_batch_size: int | None = _field(None)
+    model_options: dict = _field({})
+    estimator_options: dict = _field({})
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (``config.json``)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config of ``d`` (``config.json``); unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resume_policy(name: str) -> str:
+    """:data:`IDENTITY`, :data:`INHERIT` or :data:`INVOCATION`: what ``resume`` does with field
+    ``name`` of :class:`TrainConfig` (its ``metadata["resume"]``)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == name:
+            return f.metadata.get("resume", IDENTITY)
+    raise KeyError(f"TrainConfig has no field {name!r}")
+
+
+def identity_fields() -> tuple[str, ...]:
+    """The fields that must agree between a run and its resumption."""
+    return tuple(
+        f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resume"] == IDENTITY
+    )

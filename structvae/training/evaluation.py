@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,10 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import build_model
-from .build import _device, _load_data, _model_options
+from .build import _device, _load_data
 from .checkpoints import load_checkpoint
-from .config import TrainConfig
+from .loading import load_run_config, model_for_run
 from .rng import _eval_generator, _reset_binarization
 
 
@@ -35,7 +33,6 @@ def _evaluate_model(
     gen = _eval_generator(seed, device)
     sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
     label_sums: dict[str, float] = {}
-    label_metrics = getattr(model, "label_metrics", None)
     iwae = 0.0
     count = 0
     try:
@@ -44,10 +41,10 @@ def _evaluate_model(
             stats = model.one_sample_loss(x, generator=gen)
             for k in sums:
                 sums[k] += float(stats[k].double().sum())
-            if callable(label_metrics):  # per-row values, e.g. {"accuracy": [B]}
-                for k, v in label_metrics(x, y.to(device)).items():
-                    label_sums[k] = label_sums.get(k, 0.0) + float(v.double().sum())
-            if iwae_samples and getattr(model, "iwae_available", True):
+            # per-row values against the labels, e.g. {"accuracy": [B]}
+            for k, v in model.label_metrics(x, y.to(device)).items():
+                label_sums[k] = label_sums.get(k, 0.0) + float(v.double().sum())
+            if iwae_samples and model.iwae_available:
                 iwae += float(model.iwae_nll(x, samples=iwae_samples, generator=gen).double().sum())
             count += x.shape[0]
     finally:
@@ -57,7 +54,7 @@ def _evaluate_model(
     result = {k: v / count for k, v in sums.items()}
     result["labels"] = {k: v / count for k, v in label_sums.items()}
     if iwae_samples:
-        result["iwae_nll"] = iwae / count if getattr(model, "iwae_available", True) else None
+        result["iwae_nll"] = iwae / count if model.iwae_available else None
     return result
 
 
@@ -71,24 +68,20 @@ def evaluate(
 ) -> dict:
     """Evaluate a finished (or running) run's checkpoint on ``split`` (train / val / test).
 
-    Reloads ``run_dir/config.json`` and ``run_dir/<checkpoint>``. Returns ``loss`` (one-sample
+    Reloads ``run_dir/config.json`` and ``run_dir/<checkpoint>``; the model gets the solver
+    the run trained with. Returns ``loss`` (one-sample
     BCE + KL, the paper's test loss), ``recon``, ``kl`` and ``iwae_nll`` (``samples``
     importance samples; default the run's ``eval_samples``; 0 skips it), means over the split.
     """
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a structvae run folder")
-    config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    config, raw = load_run_config(run_dir)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     dev = _device(device or config.device)
     ckpt = load_checkpoint(run_dir / checkpoint)
     splits = _load_data(config)
     input_dim = int(np.prod(splits.image_shape))
-    model = build_model(
-        config.model, latent=config.latent, input_dim=input_dim, **_model_options(config)
-    )
+    model = model_for_run(config, raw, input_dim)  # with the solver the run trained with
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     samples = config.eval_samples if samples is None else int(samples)

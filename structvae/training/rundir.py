@@ -1,13 +1,21 @@
-"""The run folder: its default name, what it may hold, and the metric files."""
+"""The run folder: its default name, what it may hold, who writes it, and the metric files.
+
+A run folder only ever holds a run: :func:`claim_run_folder` writes the marker ``.structvae-run``
+and locks the folder (:mod:`structvae.training.lock`); a fresh run refuses a file, a folder of
+other files, or (without ``overwrite``) a finished run (:func:`check_run_folder`).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 from .config import TrainConfig
+from .lock import LOCK_FILE, RunFolderError, RunLock
 
 METRIC_FIELDS = (
     "epoch",
@@ -53,22 +61,164 @@ _ARTIFACTS = (
 )
 
 
-def _resolve_out(config: TrainConfig) -> Path:
-    if config.out is None:
-        base = _auto_out(config)
-        if config.resume or not (base / "last.pt").exists():
-            return base
-        i = 2
-        while (base.with_name(f"{base.name}-{i}") / "last.pt").exists():
-            i += 1
-        return base.with_name(f"{base.name}-{i}")
-    out = Path(config.out)
-    if not config.resume and (out / "last.pt").exists() and not config.overwrite:
-        raise ValueError(
+#: written into every run folder when a run starts there; a folder holding files but neither
+#: this nor ``last.pt`` (runs older than the marker) is not a run, and structvae never writes
+#: into it
+MARKER = ".structvae-run"
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")  # what _write_json / save_checkpoint write first
+
+
+def folder_state(out: Path) -> str:
+    """What ``out`` holds: ``"missing"``, ``"empty"``, ``"run"`` (a run with ``last.pt``),
+    ``"unstarted"`` (a run that never finished an epoch: a marker but no ``last.pt``),
+    ``"file"`` (not a folder) or ``"foreign"`` (files that are not a structvae run)."""
+    if not out.exists():
+        return "missing"
+    if not out.is_dir():
+        return "file"
+    if (out / "last.pt").exists():
+        return "run"
+    if (out / MARKER).exists():
+        return "unstarted"
+    return "foreign" if any(p.name != LOCK_FILE for p in out.iterdir()) else "empty"
+
+
+def check_run_folder(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse (:class:`RunFolderError`) a folder this run may not write into.
+
+    A fresh run goes into a new or empty folder, a run that never finished an epoch, or (with
+    ``overwrite``) a finished run; never into a file or a folder of other files.
+    """
+    state = folder_state(out)
+    if state == "file":
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose another --out")
+    RunLock.check_free(out)  # another process training there: say that first
+    if resume:
+        return  # resume reads out/last.pt and says so when it is missing
+    if state == "run" and not overwrite:
+        raise RunFolderError(
             f"run folder {out} already holds a run (last.pt); pass --resume to continue it, "
             "--overwrite to replace it, or another --out"
         )
+    if state == "foreign":
+        names = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        raise RunFolderError(
+            f"--out {out} holds files that are not a structvae run ({shown}); a run is written "
+            "only into a new or empty folder (--overwrite replaces runs, never other files): "
+            "choose another --out"
+        )
+
+
+def check_out_name(out: str | os.PathLike) -> None:
+    """Refuse an empty ``--out`` (it would write into the current folder)."""
+    if not str(out).strip():
+        raise RunFolderError(
+            "--out '' names no folder; give one (e.g. --out runs/x), or leave --out out "
+            "for the default runs/<dataset>-<model>-<latent>-<estimator>-seed<seed>"
+        )
+
+
+def _resolve_out(config: TrainConfig) -> Path:
+    """The run folder of ``config``, checked (nothing is written). The default folder moves to
+    ``…-2``, ``…-3`` … past folders it may not use, and says so on stderr."""
+    if config.out is not None:
+        check_out_name(config.out)
+        out = Path(config.out)
+        check_run_folder(out, resume=config.resume, overwrite=config.overwrite)
+        return out
+    base = _auto_out(config)
+    if config.resume:
+        return base
+    out, i = base, 1
+    while folder_state(out) not in ("missing", "empty", "unstarted") or _in_use(out):
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    if out != base and os.environ.get("RANK", "0") == "0":
+        why = {"run": "already holds a run", "foreign": "holds other files", "file": "is a file"}
+        print(
+            f"structvae: {base} {why.get(folder_state(base), 'is in use')}; this run is written "
+            f"to {out} (choose with --out; --resume continues {base})",
+            file=sys.stderr,
+        )
     return out
+
+
+def _in_use(out: Path) -> bool:
+    try:
+        RunLock.check_free(out)
+    except RunFolderError:
+        return True
+    return False
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the ``.<name>.tmp-<pid>`` files that processes which no longer run left behind
+    (a ``kill -9`` during a checkpoint write); returns what was deleted."""
+    removed = []
+    for path in out.iterdir():
+        m = _TEMPORARY.match(path.name)
+        if m is None or not path.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:  # pragma: no cover - e.g. pid out of range
+        return False
+    return True
+
+
+def claim_run_folder(out: Path, *, resume: bool = False, overwrite: bool = False) -> RunLock:
+    """Make ``out`` this process's run folder and return its lock (release it when done).
+
+    Creates the folder, takes the lock (:class:`RunFolderError` while another process trains
+    into it), checks the folder again under the lock, removes stale temporaries and, for a fresh
+    run, the previous run's artefacts (other files stay), and writes the marker.
+    """
+    if folder_state(out) == "file":
+        check_run_folder(out)  # raises: a file, not a folder
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire()
+    try:
+        check_run_folder(out, resume=resume, overwrite=overwrite)  # it may have changed
+        remove_stale_temporaries(out)
+        if not resume:
+            for name in _ARTIFACTS:
+                (out / name).unlink(missing_ok=True)
+        (out / MARKER).write_text('{"structvae_run": 1}\n')
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def finished_run(out: Path, epochs: int) -> dict | None:
+    """The results of the run in ``out`` if it has trained ``epochs`` epochs and been
+    evaluated (``results.json``), else None."""
+    from .checkpoints import load_checkpoint
+
+    results = out / "results.json"
+    if not results.is_file() or not (out / "last.pt").is_file():
+        return None
+    ckpt = load_checkpoint(out / "last.pt")
+    if int(ckpt.get("epoch", 0)) < epochs or ckpt.get("position"):
+        return None
+    try:
+        return json.loads(results.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # re-evaluated by the trainer
 
 
 def _write_json(path: Path, obj) -> None:
