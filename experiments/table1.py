@@ -58,17 +58,36 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     """``"direct:eps=0.1,objective=paper"`` -> ``("direct", {"eps": 0.1, "objective": "paper"})``:
     an estimator and the ``TrainConfig`` fields its options set, by structvae's one spec parser
     (:mod:`structvae.training.specs`) with values converted by the estimator's declared options
-    (options without a field of their own come as ``estimator_options``). ``objective=`` is the
-    run's ``--objective``, not an estimator option."""
+    (declared options without a field of their own come as ``estimator_options``). A key the
+    estimator does not declare but ``TrainConfig`` has (an experiment's run setting, e.g.
+    ``objective=paper``) is passed through as given."""
+    from structvae.training import TrainConfig
     from structvae.training.build import spec_fields
+    from structvae.training.specs import Spec, estimator_options
+    from structvae.training.specs import parse_spec as parse
 
-    name, _, rest = spec.partition(":")
-    items = [item for item in rest.split(",") if item]
-    extra = {i.partition("=")[0]: i.partition("=")[2] for i in items if i.startswith("objective=")}
-    kept = [i for i in items if not i.startswith("objective=")]
-    fields = spec_fields("categorical", name + (":" + ",".join(kept) if kept else ""))
+    parsed = parse(spec)
+    declared = {o.name for o in estimator_options(parsed.name)}
+    run = {
+        k: _run_field(k, v)
+        for k, v in parsed.options.items()
+        if k not in declared and k in TrainConfig.__dataclass_fields__
+    }
+    rest = Spec(parsed.name, {k: v for k, v in parsed.options.items() if k not in run})
+    fields = spec_fields("categorical", str(rest))
     fields.pop("model")
-    return fields.pop("estimator"), {**fields, **extra}
+    return fields.pop("estimator"), {**fields, **run}
+
+
+def _run_field(name: str, text: str):
+    """A ``TrainConfig`` field's value from spec text, by the type of the field's default."""
+    from structvae.options import boolean
+    from structvae.training import TrainConfig
+
+    default = TrainConfig.__dataclass_fields__[name].default
+    if isinstance(default, bool):
+        return boolean(text)
+    return type(default)(text) if isinstance(default, (int, float)) else text
 
 
 def spec_eps(spec: str) -> float | None:

@@ -412,36 +412,35 @@ def _scan_imports(argv: list[str]) -> tuple[list[str], str | None]:
     return imports, command
 
 
-def _load_plugins(imports: list[str], command: str | None) -> bool:
-    """Load the plugins; on failure print the one-line error and return False."""
+def _load_plugins(imports: list[str], command: str | None, debug: bool = False) -> bool:
+    """Load the plugins; on failure print the one-line error (``--debug``: raise, so that the
+    plugin's traceback shows) and return False."""
     from .plugins import PluginError, load_plugins
 
     try:
         load_plugins(imports)
     except PluginError as e:
+        if debug:
+            raise
         print(f"structvae{' ' + command if command else ''}: error: {e}", file=sys.stderr)
         return False
     return True
 
 
-#: parsed arguments that steer the command, not the run (no TrainConfig field)
-_NOT_CONFIG = ("command", "subparser", "imports", "global_imports", "debug", "threads")
-
-
 def _given(args: argparse.Namespace) -> dict:
     """The ``TrainConfig`` fields given on the command line: flags, ``--model-opt`` /
     ``--estimator-opt``, and what the ``--model`` / ``--estimator`` specs set."""
+    from .training import TrainConfig
     from .training.build import spec_fields
     from .training.specs import parse_assignments
 
-    given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    fields = set(TrainConfig.__dataclass_fields__) | {"model_opt", "estimator_opt"}
+    given = {k: v for k, v in vars(args).items() if k in fields}  # not --import, --debug …
     for flag, key in (("model_opt", "model_options"), ("estimator_opt", "estimator_options")):
         if flag in given:
             items = [part for item in given.pop(flag) for part in item.split(",")]
             given[key] = parse_assignments(items, f"--{flag.replace('_', '-')}")
     if "model" in given or "estimator" in given:
-        from .training import TrainConfig
-
         d = TrainConfig()
         found = spec_fields(given.get("model", d.model), given.get("estimator", d.estimator))
         for key, value in found.items():
@@ -519,12 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     imports, command = _scan_imports(argv)
-    if not _load_plugins(imports, command):
+    if not _load_plugins(imports, command, debug="--debug" in argv):
         return 1
     parser = build_parser()
     args = parser.parse_args(argv)
-    late = [*args.global_imports, *getattr(args, "imports", [])]  # e.g. abbreviated --imp
-    if not _load_plugins(late, args.command):
+    plugin_args = vars(args)  # the subcommands never see --import: it is done here
+    late = [*plugin_args.pop("global_imports", []), *plugin_args.pop("imports", [])]
+    if not _load_plugins(late, args.command, getattr(args, "debug", False)):  # e.g. --imp x
         return 1
     if args.command is None:
         parser.print_help(sys.stderr)

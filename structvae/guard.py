@@ -10,6 +10,7 @@ In a distributed run the decision is shared, so every process skips or stops tog
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ __all__ = ["train_step", "nonfinite_stats", "nonfinite_gradient", "sigterm_as_in
 
 
 def _finite(t: torch.Tensor) -> bool:
+    if t.dim() == 0:  # one read, no extra kernels
+        return math.isfinite(t.item())
     return bool(torch.isfinite(t.detach()).all())
 
 
@@ -32,14 +35,16 @@ def _tensor_values(stats: dict) -> list[torch.Tensor]:
 
 
 def _sum_or_nan(tensors: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """A 0-dim tensor that is finite when every element of ``tensors`` is (one sum per tensor).
+    """A 0-dim tensor that is finite when every element of ``tensors`` is (one sum per tensor;
+    0-dim tensors enter as they are).
 
     NaN or inf anywhere makes a sum non-finite; a sum of finite values can overflow to inf in
     float32, so a non-finite result is a *suspicion* that the exact checks confirm.
     """
     if not tensors:
         return like.new_zeros(())
-    return torch.stack([t.detach().sum().to(like.dtype) for t in tensors]).sum()
+    parts = [t.detach() if t.dim() == 0 else t.detach().sum() for t in tensors]
+    return torch.stack([q if q.dtype == like.dtype else q.to(like.dtype) for q in parts]).sum()
 
 
 def nonfinite_stats(total: torch.Tensor, stats: dict) -> str | None:
@@ -75,13 +80,14 @@ def _all_finite(
 ) -> bool:
     """Whether the objective, its statistics and every gradient are finite: one fused check.
 
-    The fast path of every step: one sum per tensor, added into one 0-dim tensor on the
-    device and read once (a single host synchronisation). A non-finite result (NaN, inf, or
-    a float32 overflow of the sums) sends the caller to the exact, tensor-naming checks.
+    The fast path of every step: one sum per gradient, stacked with the 0-dim objective and
+    statistics into one sum on the device, read once (a single host synchronisation). A
+    non-finite result (NaN, inf, or a float32 overflow of the sums) sends the caller to the
+    exact, tensor-naming checks.
     """
-    t = total.detach().reshape(())
-    parts = [*_tensor_values(stats), *(p.grad for _, p in named if p.grad is not None)]
-    return _finite(t + _sum_or_nan(parts, t))
+    parts = [total.reshape(()), *(v for v in stats.values() if isinstance(v, torch.Tensor))]
+    parts += [p.grad for _, p in named if p.grad is not None]
+    return _finite(_sum_or_nan(parts, total))
 
 
 def train_step(

@@ -134,3 +134,27 @@ def test_eval_samples_zero_skips_the_iwae_in_train_and_evaluate(tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["train", "--eval-samples", "-1"])
     assert "--eval-samples must be 0 (skip the IWAE evaluation) or more" in capsys.readouterr().err
+
+
+def test_describe_finds_the_os_error_in_the_chain_and_flags_the_unexpected():
+    import errno
+
+    from structvae.failures import describe
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos"
+            ) from None
+    except RuntimeError as e:
+        chained = e  # `from None` hides the cause from the traceback, not from __context__
+    assert describe(chained).startswith("no space left on the device")
+    ro = OSError(errno.EROFS, "Read-only file system", "/mnt/x")
+    assert describe(ro) == (
+        "the file system is read-only at /mnt/x (Read-only file system); choose a writable --out"
+    )
+    assert describe(ValueError("--lr must be positive")) == "--lr must be positive"
+    odd = describe(AttributeError("'NoneType' object has no attribute 'x'"))
+    assert odd.startswith("AttributeError: ") and "--debug" in odd

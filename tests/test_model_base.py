@@ -72,8 +72,7 @@ def test_estimator_options_are_constructor_keywords(name):
     keywords = _keywords(cls.__init__)
     declared = {o.name for o in cls.options}
     assert declared <= keywords, (name, declared - keywords)
-    if name != "exact":  # estimators/exact.py is declared by its owner
-        assert declared == keywords, (name, keywords - declared)
+    assert declared == keywords, (name, keywords - declared)
 
 
 def test_estimator_defaults_from_the_contract():

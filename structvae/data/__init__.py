@@ -51,6 +51,15 @@ generator per split); ``"none"`` returns the grey levels.
 ``$STRUCTVAE_CACHE_DIR``, else ``$XDG_CACHE_HOME/structvae``, else
 ``~/.cache/structvae``. Missing files raise :class:`DatasetNotFoundError` saying which
 files are expected where; malformed ones raise :class:`DatasetCorruptError`.
+
+The package: ``registry`` (:func:`register_dataset`, :func:`available_datasets`,
+:func:`get_dataset`, :func:`image_splits`; ``DATASETS`` is a live view of it), ``builtin``
+(the six datasets above, registered in that order), one module per source (``mnist_sample``,
+``mnist``, ``omniglot``, ``binarized``, ``celeba``), ``datasets`` (:class:`ImageDataset`,
+:class:`DynamicBinarized`, :class:`DataSplits`), ``loaders`` (:func:`make_loader`), ``files``
+(roots, cache, extraction with records), ``splits`` (seeded permutations), ``labels`` (the one
+labelling policy, :func:`keep_labels`), ``semisup`` (:class:`MixedBatches`), ``errors``, and
+``load`` (:func:`load_dataset`). See docs/plugins.md for registering a dataset of your own.
 """
 
 from .binarized import BINARIZED_MNIST_URL

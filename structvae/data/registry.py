@@ -171,7 +171,10 @@ def canonical_name(name: str) -> str:
         raise ValueError(f"dataset name must be a string, got {name!r}")
     key = _lookup(name)
     if key is None:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ValueError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or register your "
+            "own with structvae.data.register_dataset and --import the file that does)"
+        )
     return key
 
 

@@ -7,9 +7,11 @@ back down the same way, so the Python loop runs over depths, never over nodes. T
 (roots, levels, edge orientation) is computed once per edge set on the CPU and cached; the
 passes themselves are pure tensor code on the potentials' device.
 
-:func:`tree_log_partition` runs the same schedule in log space (``logsumexp`` for ``max``):
-the exact log-partition function ``log sum_z exp h(z)`` of a forest, differentiable, whose
-gradient with respect to the unary (pairwise) tables is the node (edge) marginals.
+:func:`forest_upward` is that upward pass, in max-product or (``logsumexp`` for ``max``)
+sum-product form. :func:`tree_log_partition` is the sum-product one at the roots: the exact
+log-partition function ``log sum_z exp h(z)`` of a forest, differentiable, whose gradient with
+respect to the unary (pairwise) tables is the node (edge) marginals. The forest backend of
+:mod:`structvae.inference` builds its marginals, entropy and exact samples on these.
 """
 
 from __future__ import annotations

@@ -180,7 +180,10 @@ def resume_policy(name: str) -> str:
 
 
 def identity_fields() -> tuple[str, ...]:
-    """The fields that must agree between a run and its resumption."""
+    """The fields that must agree between a run and its resumption (a field declared without
+    a policy is one)."""
     return tuple(
-        f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resume"] == IDENTITY
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.metadata.get("resume", IDENTITY) == IDENTITY
     )

@@ -135,4 +135,3 @@ def _declared(factory) -> tuple[Option, ...]:
     owner = getattr(factory, "__self__", factory)  # a bound classmethod: its class
     options = getattr(owner, "options", ())
     return tuple(o for o in options if isinstance(o, Option))
-

@@ -249,7 +249,9 @@ class Trainer:
         p.sums = EpochSums.from_state(ckpt.get("epoch_sums"), self.device)
         self.estimator.set_step(int(ckpt.get("estimator_iteration", p.iteration)))
         if p.position:  # mid-epoch: the RNG state after the epoch's first `position` batches
-            self._pending_rng = ckpt["rng"]
+            ranks = ckpt.get("rng_ranks") or []
+            same_world = len(ranks) == self.ctx.world_size
+            self._pending_rng = ranks[self.ctx.rank] if same_world else ckpt["rng"]
         else:
             _set_rng_state(ckpt["rng"], self.device, self.train_gen)
         if self.ctx.is_main:
@@ -437,9 +439,10 @@ class Trainer:
         validated for this call's results (``best.pt`` too when it is the best so far)."""
         p, out = self.progress, self.out
         means = self._epoch_means(epoch, finished=False)
+        rank_rng = self._gather_rng()  # under torchrun: every process's noise stream
         if not self.ctx.is_main:
             return
-        state = self._last_state()
+        state = {**self._last_state(), "rng_ranks": rank_rng}
         row = None if means is None else {**self._validate(epoch, means), "partial": True}
         improved = row is not None and row["val_loss"] < p.best_val
         if improved:  # resuming puts back the best.pt of the finished epochs
@@ -459,6 +462,16 @@ class Trainer:
             f"{flag} {budget} spent in epoch {epoch + 1} after {p.position} batches "
             f"(iteration {p.iteration}); continue with --resume --out {out}"
         )
+
+    def _gather_rng(self) -> list | None:
+        """Under torchrun, every process's RNG state (a collective: all processes call it)."""
+        if not self.ctx.enabled:
+            return None
+        import torch.distributed as dist
+
+        states: list = [None] * self.ctx.world_size
+        dist.all_gather_object(states, _rng_state(self.device, self.train_gen))
+        return states
 
     # ------------------------------------------------------------------ state and output
     def _best_state(self, row: dict) -> dict:
