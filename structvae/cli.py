@@ -132,18 +132,31 @@ def _add_model_args(p: argparse.ArgumentParser, d) -> None:
         help="the run's arg-max solver, for the model and direct (default: by structure); "
         "see `structvae solvers`",
     )
+    _add_objective_arg(g)
     g.add_argument(
         "--eps",
         type=float,
         default=_S,
-        help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1; "
-        "1 is the paper's schedule, which under a trained KL leaves the encoder near uniform)",
+        help="eps0 of the schedule max(eps0*exp(-1e-5 t), min(0.1, eps0)) (default 0.1, or 1 "
+        "with --objective paper; 1 under a trained KL leaves the encoder near uniform)",
     )
     g.add_argument(
         "--temperature",
         type=float,
         default=_S,
         help="tau0 of the Gumbel-softmax schedule max(tau0*exp(-1e-5 t), min(0.1, tau0)) (default 1)",
+    )
+
+
+def _add_objective_arg(g) -> None:
+    """``--objective elbo|paper`` (:mod:`structvae.models.reference`)."""
+    g.add_argument(
+        "--objective",
+        choices=("elbo", "paper"),
+        default=_S,
+        help="elbo (default): every estimator trains the negative ELBO, KL gradient included; "
+        "paper: the reference code's objective (direct: KL not trained, eps0 = 1; "
+        "see docs/objectives.md)",
     )
 
 

@@ -37,6 +37,7 @@ from ..potentials import Potentials
 from ..solvers import Solver
 from ..solvers.select import Structure, check_solver
 from . import terms
+from .reference import training_kl
 from .supervision import RowLoss, Supervision, supervise
 
 __all__ = [
@@ -125,6 +126,9 @@ class VAE(nn.Module, metaclass=ABCMeta):
         loss_is_bound: whether :meth:`one_sample_loss` estimates an upper bound on −log p(x).
         label_weight: the weight of the labelled rows' cross-entropy for estimators without
             ``supports_labels`` (:mod:`~structvae.models.supervision`, rule 3).
+        train_objective: ``"elbo"`` or ``"paper"``: whether :meth:`kl_term` trains the KL for
+            the estimator (:func:`~structvae.models.reference.training_kl`; set by
+            :func:`~structvae.models.reference.set_objective`).
     """
 
     name: ClassVar[str] = "vae"
@@ -136,6 +140,7 @@ class VAE(nn.Module, metaclass=ABCMeta):
     solver: Solver | None = None
     _checked_solver: Solver | None = None
     label_weight: float = 0.0
+    train_objective: str = "elbo"
     iwae_chunk_rows: ClassVar[int] = 20000
 
     # ------------------------------------------------------------ structure
@@ -273,8 +278,9 @@ class VAE(nn.Module, metaclass=ABCMeta):
 
     def kl_term(self, estimator, kl: torch.Tensor) -> torch.Tensor:
         """The KL term added to the surrogate, from the per-row KL ``[B]``: ``kl.mean()`` (the
-        negative ELBO; issue 14's ``--objective paper`` hooks in here)."""
-        return kl.mean()
+        negative ELBO), detached where :attr:`train_objective` does not train it (``paper``:
+        direct; :mod:`structvae.models.reference`)."""
+        return training_kl(self, estimator, kl)
 
     def _kl_total(self, enc: Encoded, sup: Supervision | None = None) -> torch.Tensor:
         kl = self.kl(enc.potentials)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..estimators.base import Estimator
+from .reference import training_kl
 
 __all__ = ["elbo_objective", "estimator_objective", "EncoderParams"]
 
@@ -20,13 +21,16 @@ def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[
     started = estimator.begin(potentials, **kw)  # direct: z* may be solving on a thread pool
     kl = model.kl(potentials)  # ... while the KL is computed here
     res = estimator.finish(started, model.loss_fn(x))
-    return estimator_objective(res, kl)
+    return estimator_objective(res, kl, training_kl(model, estimator, kl))
 
 
-def estimator_objective(res, kl: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """``res.surrogate + kl.mean()`` and the statistics of :func:`elbo_objective`, from an
-    :class:`~structvae.estimators.EstimatorResult` and the per-row KL ``[B]``."""
-    total = res.surrogate + kl.mean()
+def estimator_objective(
+    res, kl: torch.Tensor, kl_term: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
+    """``res.surrogate + kl_term`` and the statistics of :func:`elbo_objective`, from an
+    :class:`~structvae.estimators.EstimatorResult` and the per-row KL ``[B]``; ``kl_term``
+    (default ``kl.mean()``) is what :func:`~structvae.models.reference.training_kl` trains."""
+    total = res.surrogate + (kl.mean() if kl_term is None else kl_term)
     recon = res.loss.detach().float().mean()
     klm = kl.detach().float().mean()
     stats = {"loss": recon + klm, "recon": recon, "kl": klm}

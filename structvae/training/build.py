@@ -22,6 +22,7 @@ from torch import nn
 from ..estimators import available_estimators, get_estimator
 from ..estimators.schedules import Constant, ExponentialDecay, paper_temperature
 from ..models import available_models, build_model
+from ..models.reference import check_objective, default_eps0, set_objective
 from ..solvers.pool import SolverPool, check_workers
 from ..solvers.select import select
 from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig, identity_fields
@@ -201,7 +202,7 @@ def build_estimator(config: TrainConfig, solver=None):
         if value is not None and key in _SCHEDULES:
             options[key] = _SCHEDULES[key](value)
     if "eps" in declared and "eps" not in options:
-        options["eps"] = _SCHEDULES["eps"](DEFAULT_EPS)
+        options["eps"] = _SCHEDULES["eps"](default_eps0(config.objective, DEFAULT_EPS))
     if "temperature" in declared and "temperature" not in options:
         options["temperature"] = paper_temperature()
     labelled = config.labels is not None or config.model in ("attribute", "celeba")
@@ -260,7 +261,7 @@ def build_run_model(
     options = _model_options(config)
     model = build_model(config.model, latent=model_latent(config), input_dim=input_dim, **options)
     model.use_solver(select(model.structure, solver_request or config.solver or "auto"))
-    return model
+    return set_objective(model, config.objective)
 
 
 def _size_solver(solver, workers: int) -> None:
@@ -315,6 +316,7 @@ def check_config(config: TrainConfig, input_dim: int | None = None) -> RunParts:
         input_dim = int(np.prod(dataset_image_shape(config.dataset)))
     _data_options(config)  # celeba: --attributes, --label-fraction, --binarize none
     _check_numbers(config)
+    check_objective(config.objective)
     model = build_run_model(config, input_dim)
     _size_solver(model.solver, config.solver_workers)
     estimator = build_estimator(config, model.solver)

@@ -58,6 +58,9 @@ class TrainConfig:
         estimator: a registered estimator (``direct``, ``gumbel-softmax``, ``exact`` …), or a spec
             ``"direct:eps=0.1,solver=ilp"``; options with a field of their own (``eps``,
             ``solver`` …) are that field.
+        objective: ``"elbo"`` (every estimator trains the negative ELBO, KL gradient included)
+            or ``"paper"`` (the reference code's objective: direct's KL is computed but not
+            trained and its default ε₀ is 1; :mod:`structvae.models.reference`).
         solver: the run's arg-max solver, for the model and for estimators that take one
             (``None``: :func:`structvae.solvers.select` picks it by structure).
         pairwise, graph, kl: the structured model's coupling family, graph and KL choice
@@ -124,6 +127,7 @@ class TrainConfig:
     model: str = _field("categorical")
     latent: str = _field("1x10")
     estimator: str = _field("direct")
+    objective: str = _field("elbo")
     solver: str | None = _field(None)
     pairwise: str | None = _field(None)
     graph: str | None = _field(None)
