@@ -134,3 +134,25 @@ def test_cli_parses_objective():
     assert args.objective == "paper"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--objective", "nope"])
+
+
+def test_objective_kind_argument_overrides_the_models_objective():
+    """``model.objective(..., kind="paper")`` for one call equals a model set to ``paper``."""
+    from structvae.models import build_model
+    from structvae.models.reference import set_objective
+
+    torch.manual_seed(0)
+    model = build_model("categorical", latent="1x4", input_dim=12)
+    x = torch.rand(6, 12).round()
+    grads = []
+    for kind, objective in ((None, "paper"), ("paper", "elbo")):
+        set_objective(model, objective)
+        model.zero_grad()
+        est = get_estimator("direct", eps=0.5)
+        total, _ = model.objective(x, est, kind=kind, generator=torch.Generator().manual_seed(3))
+        total.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="--objective must be one of"):
+        model.objective(x, get_estimator("direct", eps=0.5), kind="nope")

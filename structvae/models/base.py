@@ -37,7 +37,7 @@ from ..potentials import Potentials
 from ..solvers import Solver
 from ..solvers.select import Structure, check_solver
 from . import terms
-from .reference import training_kl
+from .reference import OBJECTIVES, check_objective, trains_kl
 from .supervision import RowLoss, Supervision, supervise
 
 __all__ = [
@@ -136,7 +136,7 @@ class VAE(nn.Module, metaclass=ABCMeta):
     uses_labels: ClassVar[bool] = False
     kl_kind: ClassVar[str | None] = "exact"
     loss_is_bound: ClassVar[bool] = True
-    objective_kinds: ClassVar[tuple[str, ...]] = ("elbo",)
+    objective_kinds: ClassVar[tuple[str, ...]] = OBJECTIVES
     solver: Solver | None = None
     _checked_solver: Solver | None = None
     label_weight: float = 0.0
@@ -250,14 +250,19 @@ class VAE(nn.Module, metaclass=ABCMeta):
 
     # ------------------------------------------------------------ training
     def objective(
-        self, x: torch.Tensor, estimator, y: torch.Tensor | None = None, kind: str = "elbo", **kw
+        self,
+        x: torch.Tensor,
+        estimator,
+        y: torch.Tensor | None = None,
+        kind: str | None = None,
+        **kw,
     ) -> tuple[torch.Tensor, dict]:
         """The scalar to back-propagate (estimator surrogate + mean KL, + the labelled rows'
         fallback cross-entropy) and the batch statistics (:func:`step_statistics`, plus ``ce``
         with labels). ``y``: labels, ``-1`` where unlabelled (``uses_labels`` models only);
-        ``kw`` go to the estimator (e.g. ``generator``)."""
-        if kind not in self.objective_kinds:
-            raise ValueError(f"objective kind must be one of {self.objective_kinds}, got {kind!r}")
+        ``kind``: ``"elbo"`` or ``"paper"`` (:mod:`structvae.models.reference`), default the
+        model's :attr:`train_objective`; ``kw`` go to the estimator (e.g. ``generator``)."""
+        kind = check_objective(self.train_objective if kind is None else kind)
         if y is not None and not self.uses_labels:
             raise ValueError(f"the {self.name} model does not take labels (y); pass y=None")
         self.use_model_solver(estimator)
@@ -267,7 +272,7 @@ class VAE(nn.Module, metaclass=ABCMeta):
         started = estimator.begin(enc.potentials, **sup.estimator_kwargs(), **kw)
         kl = self._kl_total(enc, sup)  # computed while a solver may work on z*
         res = estimator.finish(started, loss_fn)
-        total = res.surrogate + self.kl_term(estimator, kl)
+        total = res.surrogate + self.kl_term(estimator, kl, kind)
         penalty, extra = sup.penalty(enc.potentials)
         if penalty is not None:
             total = total + penalty
@@ -276,11 +281,12 @@ class VAE(nn.Module, metaclass=ABCMeta):
         stats.update(extra)
         return total, stats
 
-    def kl_term(self, estimator, kl: torch.Tensor) -> torch.Tensor:
+    def kl_term(self, estimator, kl: torch.Tensor, kind: str | None = None) -> torch.Tensor:
         """The KL term added to the surrogate, from the per-row KL ``[B]``: ``kl.mean()`` (the
-        negative ELBO), detached where :attr:`train_objective` does not train it (``paper``:
-        direct; :mod:`structvae.models.reference`)."""
-        return training_kl(self, estimator, kl)
+        negative ELBO), detached where objective ``kind`` (default :attr:`train_objective`)
+        does not train it for ``estimator`` (``paper``: direct; :mod:`structvae.models.reference`)."""
+        mean = kl.mean()
+        return mean if trains_kl(kind or self.train_objective, estimator) else mean.detach()
 
     def _kl_total(self, enc: Encoded, sup: Supervision | None = None) -> torch.Tensor:
         kl = self.kl(enc.potentials)
