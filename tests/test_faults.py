@@ -213,7 +213,10 @@ def test_failing_solver_during_training_is_one_line(tmp_path, capsys):
             ["--model", "structured", "--latent", "4", "--graph", "complete", "--solver", "tree"],
             "forest",
         ),
-        (["--model", "categorical", "--pairwise", "general"], "only applies to --model celeba or"),
+        (
+            ["--model", "categorical", "--pairwise", "general"],
+            "only applies to --model attribute or celeba or structured",
+        ),
         (["--solver-workers", "-1"], "--solver-workers"),
         (
             ["--estimator", "gumbel-softmax", "--model", "structured", "--latent", "4"],
