@@ -11,7 +11,7 @@ import logging
 from .binarized import _load_binarized_mnist
 from .celeba import CELEBA_IMAGE_SHAPE, load_celeba
 from .datasets import DataSplits
-from .mnist import _load_torchvision_mnist
+from .mnist import load_request_arrays
 from .mnist_sample import _load_mnist_sample
 from .morpho import register_morpho_datasets
 from .omniglot import _load_omniglot
@@ -36,16 +36,7 @@ def mnist_sample(request: DatasetRequest) -> DataSplits:
 
 
 def _torchvision(key: str, request: DatasetRequest) -> DataSplits:
-    arrays, k = _load_torchvision_mnist(
-        key,
-        request.root,
-        request.download,
-        request.split_seed,
-        request.val_size,
-        request.verify,
-        request.cache_dir,
-    )
-    return _splits(request, arrays, k)
+    return _splits(request, *load_request_arrays(key, request))
 
 
 def mnist(request: DatasetRequest) -> DataSplits:

@@ -174,3 +174,17 @@ def _load_torchvision_mnist(key, root, download, split_seed, val_size, verify, c
         "test": (_to_float(test_x), test_y, torch.arange(test_x.shape[0])),
     }
     return splits, 10
+
+
+def load_request_arrays(key: str, request) -> tuple:
+    """``_load_torchvision_mnist`` for dataset ``key`` with a ``DatasetRequest``'s file options:
+    ``(arrays, k)`` as that function returns them."""
+    return _load_torchvision_mnist(
+        key,
+        request.root,
+        request.download,
+        request.split_seed,
+        request.val_size,
+        request.verify,
+        request.cache_dir,
+    )

@@ -130,18 +130,10 @@ def _options(request, draws: int) -> dict:
 
 def morpho_mnist(request) -> DataSplits:
     """Morpho-MNIST attributes on MNIST's files (50,000 / 10,000 / 10,000), y long [N, 3]."""
-    from .mnist import _load_torchvision_mnist
+    from .mnist import load_request_arrays
 
     opts = _options(request, 1)
-    arrays, _ = _load_torchvision_mnist(
-        "mnist",
-        request.root,
-        request.download,
-        request.split_seed,
-        request.val_size,
-        request.verify,
-        request.cache_dir,
-    )
+    arrays, _ = load_request_arrays("mnist", request)
     return morpho_splits(
         request.name, arrays, binarize=request.binarize, split_seed=request.split_seed, **opts
     )
