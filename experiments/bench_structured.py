@@ -134,7 +134,7 @@ def make_step(
         n, pairwise=pairwise, graph="complete", exact_kl_max_vars=n if exact_kl else 0
     )
     kl_timer = TimedKL(model.kl)
-    model.kl = kl_timer  # an instance attribute: elbo_objective calls model.kl(potentials)
+    model.kl = kl_timer  # an instance attribute: VAE.objective calls model.kl(potentials)
     inner = get_solver(solver)
     proxy = proxy_cls(inner)
     model.check_solver(proxy)

@@ -37,7 +37,7 @@ from ..potentials import Potentials
 from ..solvers import Solver
 from ..solvers.select import Structure, check_solver
 from . import terms
-from .reference import OBJECTIVES, check_objective, trains_kl
+from .reference import OBJECTIVES, check_objective, training_kl
 from .supervision import RowLoss, Supervision, supervise
 
 __all__ = [
@@ -285,8 +285,7 @@ class VAE(nn.Module, metaclass=ABCMeta):
         """The KL term added to the surrogate, from the per-row KL ``[B]``: ``kl.mean()`` (the
         negative ELBO), detached where objective ``kind`` (default :attr:`train_objective`)
         does not train it for ``estimator`` (``paper``: direct; :mod:`structvae.models.reference`)."""
-        mean = kl.mean()
-        return mean if trains_kl(kind or self.train_objective, estimator) else mean.detach()
+        return training_kl(estimator, kl, kind or self.train_objective)
 
     def _kl_total(self, enc: Encoded, sup: Supervision | None = None) -> torch.Tensor:
         kl = self.kl(enc.potentials)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..estimators.base import Estimator
+from .base import step_statistics
 from .reference import training_kl
 
 __all__ = ["elbo_objective", "estimator_objective", "EncoderParams"]
@@ -21,7 +22,8 @@ def elbo_objective(model, x: torch.Tensor, estimator: Estimator, **kw) -> tuple[
     started = estimator.begin(potentials, **kw)  # direct: z* may be solving on a thread pool
     kl = model.kl(potentials)  # ... while the KL is computed here
     res = estimator.finish(started, model.loss_fn(x))
-    return estimator_objective(res, kl, training_kl(model, estimator, kl))
+    objective = getattr(model, "train_objective", "elbo")  # any object with encode/loss_fn/kl
+    return estimator_objective(res, kl, training_kl(estimator, kl, objective))
 
 
 def estimator_objective(
@@ -31,13 +33,7 @@ def estimator_objective(
     :class:`~structvae.estimators.EstimatorResult` and the per-row KL ``[B]``; ``kl_term``
     (default ``kl.mean()``) is what :func:`~structvae.models.reference.training_kl` trains."""
     total = res.surrogate + (kl.mean() if kl_term is None else kl_term)
-    recon = res.loss.detach().float().mean()
-    klm = kl.detach().float().mean()
-    stats = {"loss": recon + klm, "recon": recon, "kl": klm}
-    for key, value in res.info.items():
-        if isinstance(value, (float, int)) and not isinstance(value, bool):
-            stats[key] = float(value)
-    return total, stats
+    return total, step_statistics(res, kl)
 
 
 class EncoderParams:

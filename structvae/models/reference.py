@@ -57,11 +57,10 @@ def trains_kl(objective: str, estimator) -> bool:
     return check_objective(objective) == "elbo" or name not in PAPER_UNTRAINED_KL
 
 
-def training_kl(model, estimator, kl: torch.Tensor) -> torch.Tensor:
-    """The KL term the model adds to the surrogate: ``kl.mean()`` (``kl`` ``[B]``), detached
-    where the model's objective (``model.train_objective``, default ``elbo``) does not train it."""
+def training_kl(estimator, kl: torch.Tensor, objective: str = "elbo") -> torch.Tensor:
+    """The KL term a model adds to the surrogate: ``kl.mean()`` (``kl`` ``[B]``), detached
+    where ``objective`` does not train it for ``estimator``."""
     mean = kl.mean()
-    objective = getattr(model, "train_objective", "elbo")
     return mean if trains_kl(objective, estimator) else mean.detach()
 
 
