@@ -339,10 +339,10 @@ def _canonical_dataset(name: str) -> str:
 
 
 def _data_options(config: TrainConfig) -> dict:
-    """Dataset options (``--attributes``, ``--label-fraction``: the attribute datasets, those that
-    declare them — celeba, morpho-mnist, morpho-mnist-sample), checked; the attribute model
-    needs such a dataset."""
-    from ..data import get_dataset
+    """Dataset options (``--attributes``, ``--label-fraction``: the datasets that declare them,
+    e.g. celeba and morpho-mnist), checked; a model that declares ``attributes`` needs such a
+    dataset."""
+    from ..data import available_datasets, get_dataset
     from ..data.labels import check_label_fraction
 
     opts = {
@@ -352,16 +352,17 @@ def _data_options(config: TrainConfig) -> dict:
     }
     accepted = get_dataset(config.dataset).options
     refused = [k for k in opts if k not in accepted]
+    with_attributes = [n for n in available_datasets() if "attributes" in get_dataset(n).options]
     if refused:
         flags = " / --".join(k.replace("_", "-") for k in refused)
         raise ValueError(
-            f"--{flags} only apply to the attribute datasets (celeba, morpho-mnist, "
-            f"morpho-mnist-sample), not --dataset {config.dataset}"
+            f"--{flags} only apply to the attribute datasets ({', '.join(with_attributes)}), "
+            f"not --dataset {config.dataset}"
         )
-    if config.model in ("attribute", "celeba") and "attributes" not in accepted:
+    if "attributes" in _names(model_options(config.model)) and "attributes" not in accepted:
         raise ValueError(
             f"--model {config.model} learns attribute labels; --dataset {config.dataset} has "
-            "none (use celeba, morpho-mnist or morpho-mnist-sample)"
+            f"none (use {' or '.join(with_attributes)})"
         )
     if "label_fraction" in opts:
         check_label_fraction(opts["label_fraction"])
