@@ -9,8 +9,8 @@ writes ``img_align_celeba/000001.jpg …`` (178×218 JPEGs, the aligned release'
 (:mod:`structvae.celeba`) reads it unchanged. Every face has a random *style*: background
 colour, skin tone, face size and position, hair colour. Attributes drawn as visible features:
 
-- ``Eyeglasses`` (p = 0.5): dark rims round both eyes and a bridge;
-- ``Smiling`` (p = 0.5): an open, upward-curved mouth with teeth, else a flat closed mouth;
+- ``Eyeglasses`` (p = 0.5): tinted lenses with thick dark rims round both eyes and a bridge;
+- ``Smiling`` (p = 0.5): a wide open mouth showing teeth, else a narrow closed line;
 - ``Male`` (p = 0.5): short hair (a cap); not male: long hair falling to the shoulders;
 - ``No_Beard``, anti-correlated with ``Male``: a beard in the hair colour on half of the men,
   never on the others (so ``No_Beard = -1`` implies ``Male = 1``);
@@ -68,37 +68,44 @@ def draw_face(attrs: dict[str, bool], hair: str, rng: np.random.Generator):
     d = ImageDraw.Draw(img)
     skin = _mix(_SKIN[rng.integers(len(_SKIN))], tuple(rng.integers(150, 256, 3)), 0.15)
     hair_rgb = _mix(HAIR_COLOURS[hair], tuple(rng.integers(0, 256, 3)), 0.1)
-    fw, fh = rng.uniform(30, 40), rng.uniform(40, 50)  # half width / height
-    cx, cy = W / 2 + rng.uniform(-8, 8), H / 2 + rng.uniform(-6, 8)
+    fw, fh = rng.uniform(38, 46), rng.uniform(48, 56)  # half width / height
+    cx, cy = W / 2 + rng.uniform(-6, 6), H / 2 + rng.uniform(-4, 6)
     top = cy - fh
     if not attrs["Male"]:  # long hair behind the face, down to the shoulders
         d.rounded_rectangle(
-            (cx - fw - 12, top - 12, cx + fw + 12, cy + fh + 30), radius=30, fill=hair_rgb
+            (cx - fw - 14, top - 14, cx + fw + 14, cy + fh + 40), radius=34, fill=hair_rgb
         )
     d.ellipse((cx - fw, top, cx + fw, cy + fh), fill=skin)
     # hair cap on top (both); short: a tight cap only
-    d.chord((cx - fw - 3, top - 10, cx + fw + 3, top + fh * 0.9), 180, 360, fill=hair_rgb)
+    d.chord((cx - fw - 3, top - 10, cx + fw + 3, top + fh * 0.8), 180, 360, fill=hair_rgb)
     if not attrs["No_Beard"]:
-        d.chord((cx - fw, cy - fh * 0.3, cx + fw, cy + fh), 0, 180, fill=hair_rgb)
-    ey, ex = cy - fh * 0.15, fw * 0.45
+        d.chord((cx - fw, cy - fh * 0.2, cx + fw, cy + fh), 0, 180, fill=hair_rgb)
+    ey, ex = cy - fh * 0.12, fw * 0.45
+    if attrs["Eyeglasses"]:  # tinted lenses under the eyes, rims drawn over them
+        tint = _mix(skin, (20, 30, 60), 0.55)
+        for sx in (-1, 1):
+            d.rounded_rectangle(
+                (cx + sx * ex - 15, ey - 11, cx + sx * ex + 15, ey + 11), radius=6, fill=tint
+            )
     for sx in (-1, 1):
-        d.ellipse((cx + sx * ex - 5, ey - 3, cx + sx * ex + 5, ey + 3), fill=(245, 245, 245))
-        d.ellipse((cx + sx * ex - 2.5, ey - 2.5, cx + sx * ex + 2.5, ey + 2.5), fill=(30, 30, 40))
+        d.ellipse((cx + sx * ex - 6, ey - 4, cx + sx * ex + 6, ey + 4), fill=(245, 245, 245))
+        d.ellipse((cx + sx * ex - 3, ey - 3, cx + sx * ex + 3, ey + 3), fill=(30, 30, 40))
     if attrs["Eyeglasses"]:
         for sx in (-1, 1):
-            d.ellipse(
-                (cx + sx * ex - 11, ey - 8, cx + sx * ex + 11, ey + 8),
-                outline=(15, 15, 15),
-                width=3,
+            d.rounded_rectangle(
+                (cx + sx * ex - 15, ey - 11, cx + sx * ex + 15, ey + 11),
+                radius=6,
+                outline=(10, 10, 10),
+                width=5,
             )
-        d.line((cx - ex + 11, ey, cx + ex - 11, ey), fill=(15, 15, 15), width=3)
-    my, mw = cy + fh * 0.5, fw * 0.45
+        d.line((cx - ex + 15, ey - 2, cx + ex - 15, ey - 2), fill=(10, 10, 10), width=5)
+    my, mw = cy + fh * 0.45, fw * 0.6
     lips = (200, 20, 40) if attrs["Wearing_Lipstick"] else _mix(skin, (120, 40, 40), 0.6)
-    if attrs["Smiling"]:
-        d.chord((cx - mw, my - 9, cx + mw, my + 9), 0, 180, fill=lips)
-        d.chord((cx - mw + 4, my - 5, cx + mw - 4, my + 5), 0, 180, fill=(250, 250, 250))
-    else:
-        d.rectangle((cx - mw * 0.7, my - 2, cx + mw * 0.7, my + 2), fill=lips)
+    if attrs["Smiling"]:  # a wide open smile showing teeth
+        d.chord((cx - mw, my - 18, cx + mw, my + 18), 0, 180, fill=lips)
+        d.chord((cx - mw + 6, my - 12, cx + mw - 6, my + 11), 0, 180, fill=(250, 250, 250))
+    else:  # closed, straight and narrow
+        d.rectangle((cx - mw * 0.5, my - 2, cx + mw * 0.5, my + 2), fill=lips)
     return img.filter(ImageFilter.GaussianBlur(0.8))
 
 

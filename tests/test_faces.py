@@ -43,3 +43,15 @@ def test_attributes_are_visible(tmp_path):
 def test_bad_image_count(tmp_path):
     with pytest.raises(ValueError, match="at least 3"):
         make_synthetic_celeba(tmp_path, num_images=2)
+
+
+def test_smiles_are_visible(tmp_path):
+    """A smile shows teeth: the mouth band holds more near-white pixels with it than without."""
+    make_synthetic_celeba(tmp_path, num_images=80, seed=1)
+    train = load_dataset("celeba", root=tmp_path, binarize="none", attributes="Smiling").train
+    x, y = train[list(range(len(train)))]
+    img = x.view(-1, 3, 64, 64)
+    white = (img[:, :, 38:52, 16:48].min(1).values > 0.85).float().mean((1, 2))  # [N]
+    smiling = y[:, 0] == 1
+    assert 10 < int(smiling.sum()) < len(train) - 10
+    assert white[smiling].mean() > 3 * white[~smiling].mean() + 0.01
