@@ -235,8 +235,8 @@ class AttributeVAE(PairwiseBinaryLatents, EncoderParams, VAE):
             style = z.new_zeros(*lead, self.style_dim)
         style = style.to(z.dtype).expand(*lead, self.style_dim)
         if self.code == "block":
-            style = (z[..., None] * style[..., None, None, :]).reshape(*lead, -1)  # [..., 2A·S]
-        code = torch.cat([z.reshape(*lead, -1), style], -1)
+            style = (z[..., None] * style[..., None, None, :]).flatten(-3)  # [..., 2A·S]
+        code = torch.cat([z.reshape(*lead, z.shape[-2] * z.shape[-1]), style], -1)
         out = self.decoder(code.reshape(-1, code.shape[-1]).to(self._dtype))
         return out.reshape(*lead, self.input_dim)
 
