@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import torch
+from conftest import load_experiment
 
 
 def _faces():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "attribute_faces.py"
-    spec = importlib.util.spec_from_file_location("attribute_faces", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment("attribute_faces")
 
 
 def test_blur_keeps_constant_images_and_smooths_edges():

@@ -8,21 +8,17 @@ its default validation split of 1,345 images, as ``--datasets omniglot`` would r
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_experiment
 
 TRAIN, TEST = 1400, 30  # the default omniglot validation split takes 1,345 training images
 
 
 def _table1():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "table1.py"
-    spec = importlib.util.spec_from_file_location("table1", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_experiment("table1")
 
 
 def write_chardata(root: Path, seed: int = 0) -> Path:
