@@ -120,20 +120,33 @@ def train_vae(x, y, args) -> tuple[AttributeVAE, float]:
 
 
 @torch.no_grad()
-def switch_scores(model: AttributeVAE, net: nn.Module, x: torch.Tensor) -> dict:
-    """Per attribute: switch success and others kept, judged by the classifier ``net``."""
+def switch_rows(model: AttributeVAE, net: nn.Module, x: torch.Tensor) -> dict:
+    """Per attribute, per row of ``x``: (switch success, others kept), bool ``[B]`` each, judged
+    by the classifier ``net``."""
     out = {}
     for j, name in enumerate(ATTRIBUTES):
         on = (net(model.switch(x, name, True)) > 0).long()
         off = (net(model.switch(x, name, False)) > 0).long()
         others = [k for k in range(len(ATTRIBUTES)) if k != j]
-        success = (on[:, j] == 1) & (off[:, j] == 0)
-        kept = (on[:, others] == off[:, others]).all(1)
-        out[name] = {
-            "switch_success": float(success.float().mean()),
-            "others_kept": float(kept.float().mean()),
-        }
+        out[name] = ((on[:, j] == 1) & (off[:, j] == 0), (on[:, others] == off[:, others]).all(1))
     return out
+
+
+def summarise(per_row: dict, rows: torch.Tensor | None = None) -> dict:
+    """The fractions of :func:`switch_rows`'s ``per_row`` over ``rows`` (bool ``[B]``; all)."""
+    pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+    return {
+        name: {
+            "switch_success": float(pick(success).float().mean()),
+            "others_kept": float(pick(kept).float().mean()),
+        }
+        for name, (success, kept) in per_row.items()
+    }
+
+
+def switch_scores(model: AttributeVAE, net: nn.Module, x: torch.Tensor) -> dict:
+    """Per attribute: switch success and others kept on ``x``, judged by the classifier ``net``."""
+    return summarise(switch_rows(model, net, x))
 
 
 def read_faces(folder: str | Path, label_fraction: float) -> dict[str, torch.Tensor]:
@@ -160,25 +173,28 @@ def judge(model: AttributeVAE, net: nn.Module, data: dict) -> dict:
         "men without beard": (yt[:, 2] == 1) & (data["beard"] == 1),
         "women": yt[:, 2] == 0,
     }
+    per_row = switch_rows(model, net, xt)  # decoded once, summarised for all and per group
     return {
         "encoder_test_accuracy": dict(
             zip(ATTRIBUTES, (model.predict(xt) == yt).float().mean(0).tolist(), strict=True)
         ),
-        "switch": switch_scores(model, net, xt),
+        "switch": summarise(per_row),
         "switch_by_group": {
-            g: {"images": int(rows.sum()), **switch_scores(model, net, xt[rows])}
+            g: {"images": int(rows.sum()), **summarise(per_row, rows)}
             for g, rows in groups.items()
             if rows.any()
         },
     }
 
 
-_TRAINING = {"steps", "lr", "batch", "style", "style_kl", "cycle", "channels", "hidden", "eps"}
+_TRAINING = {
+    "steps", "lr", "batch", "style", "style_kl", "cycle", "channels", "hidden", "eps", "label_eps",
+}  # fmt: skip
 
 
 def _recorded(args) -> dict:
     """The arguments that made the result (``--run``: the run folder holds the training's)."""
-    skip = (_TRAINING | {"label_eps"}) if args.run else set()
+    skip = set(_TRAINING) if args.run else set()
     if args.data_root:
         skip.add("images")
     return {k: v for k, v in vars(args).items() if v is not None and k not in skip}
