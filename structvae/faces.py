@@ -81,23 +81,17 @@ def draw_face(attrs: dict[str, bool], hair: str, rng: np.random.Generator):
     if not attrs["No_Beard"]:
         d.chord((cx - fw, cy - fh * 0.2, cx + fw, cy + fh), 0, 180, fill=hair_rgb)
     ey, ex = cy - fh * 0.12, fw * 0.45
+    lenses = [(cx + sx * ex - 15, ey - 11, cx + sx * ex + 15, ey + 11) for sx in (-1, 1)]
     if attrs["Eyeglasses"]:  # tinted lenses under the eyes, rims drawn over them
         tint = _mix(skin, (20, 30, 60), 0.55)
-        for sx in (-1, 1):
-            d.rounded_rectangle(
-                (cx + sx * ex - 15, ey - 11, cx + sx * ex + 15, ey + 11), radius=6, fill=tint
-            )
+        for box in lenses:
+            d.rounded_rectangle(box, radius=6, fill=tint)
     for sx in (-1, 1):
         d.ellipse((cx + sx * ex - 6, ey - 4, cx + sx * ex + 6, ey + 4), fill=(245, 245, 245))
         d.ellipse((cx + sx * ex - 3, ey - 3, cx + sx * ex + 3, ey + 3), fill=(30, 30, 40))
     if attrs["Eyeglasses"]:
-        for sx in (-1, 1):
-            d.rounded_rectangle(
-                (cx + sx * ex - 15, ey - 11, cx + sx * ex + 15, ey + 11),
-                radius=6,
-                outline=(10, 10, 10),
-                width=5,
-            )
+        for box in lenses:
+            d.rounded_rectangle(box, radius=6, outline=(10, 10, 10), width=5)
         d.line((cx - ex + 15, ey - 2, cx + ex - 15, ey - 2), fill=(10, 10, 10), width=5)
     my, mw = cy + fh * 0.45, fw * 0.6
     lips = (200, 20, 40) if attrs["Wearing_Lipstick"] else _mix(skin, (120, 40, 40), 0.6)
