@@ -25,7 +25,7 @@ from ..models import available_models, build_model
 from ..models.reference import check_objective, default_eps0, set_objective
 from ..solvers.pool import SolverPool, check_workers
 from ..solvers.select import select
-from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig, identity_fields
+from .config import DEFAULT_EPS, DEFAULT_LABEL_EPS, TrainConfig, identity_fields, model_latent
 from .rng import _seed_everything
 from .specs import convert_options, estimator_options, model_options, parse_spec
 
@@ -233,15 +233,6 @@ def _model_options(config: TrainConfig) -> dict:
     opts = {k: v for k, v in flat.items() if k in names}
     opts.update(config.model_options)
     return convert_options(opts, declared, f"model {config.model!r}")
-
-
-def model_latent(config: TrainConfig):
-    """The latent spec the model is built from: ``config.latent``, except that the attribute
-    model (whose ``--latent`` is its style-code size) gets its own default in place of the
-    categorical default ``1x10``."""
-    if config.model in ("attribute", "celeba") and config.latent == TrainConfig.latent:
-        return None
-    return config.latent
 
 
 def _names(options) -> set[str]:

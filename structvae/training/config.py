@@ -15,6 +15,7 @@ __all__ = [
     "INVOCATION",
     "resume_policy",
     "identity_fields",
+    "model_latent",
 ]
 
 IDENTITY = "identity"
@@ -187,3 +188,12 @@ def identity_fields() -> tuple[str, ...]:
         for f in dataclasses.fields(TrainConfig)
         if f.metadata.get("resume", IDENTITY) == IDENTITY
     )
+
+
+def model_latent(config: TrainConfig):
+    """The latent spec the model is built from: ``config.latent``, except that the attribute
+    model (whose ``--latent`` is its style-code size) gets its own default in place of the
+    categorical default ``1x10``."""
+    if config.model in ("attribute", "celeba") and config.latent == TrainConfig.latent:
+        return None
+    return config.latent
