@@ -223,7 +223,8 @@ def _add_run_args(p: argparse.ArgumentParser, d) -> None:
     g.add_argument(
         "--out",
         default=_S,
-        help="run folder (default runs/<dataset>-<model>-<latent>-<estimator>-seed<seed>)",
+        help="run folder (default runs/<dataset>-<model>-<latent>-<estimator>-seed<seed>; "
+        "no <latent> for the attribute model's default style size)",
     )
     g.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/last.pt")
     g.add_argument(

@@ -20,9 +20,11 @@ from test_cli_errors import ROOT, TINY, cli, error_line, one_line_error
 
 from structvae.cli import main
 from structvae.training.checkpoints import CheckpointError, load_checkpoint
+from structvae.training.config import TrainConfig
 from structvae.training.lock import RunFolderError, RunLock
 from structvae.training.rundir import (
     MARKER,
+    _auto_out,
     check_run_folder,
     claim_run_folder,
     folder_state,
@@ -91,6 +93,19 @@ def test_default_folder_moving_to_dash_two_is_printed(tmp_path, monkeypatch, cap
     base = Path("runs") / "mnist-sample-categorical-1x3-direct-seed0"
     assert f"{base} already holds a run; this run is written to {base}-2" in err
     assert (tmp_path / f"{base}-2" / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("model", "latent", "name"),
+    [
+        ("categorical", "1x10", "mnist-sample-categorical-1x10-direct-seed0"),
+        ("attribute", "1x10", "mnist-sample-attribute-direct-seed0"),  # its own default style
+        ("attribute", "8", "mnist-sample-attribute-8-direct-seed0"),
+    ],
+)
+def test_default_folder_names_the_latent_the_model_is_built_from(model, latent, name):
+    config = TrainConfig(dataset="mnist-sample", model=model, latent=latent)
+    assert _auto_out(config) == Path("runs") / name
 
 
 # ------------------------------------------------------------- item 2: one writer

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, model_latent
 from .lock import LOCK_FILE, RunFolderError, RunLock
 
 METRIC_FIELDS = (
@@ -34,7 +34,11 @@ METRIC_FIELDS = (
 
 
 def _auto_out(config: TrainConfig) -> Path:
-    parts = [config.dataset, config.model, config.latent, config.estimator]
+    """``runs/<dataset>-<model>[-<latent>]-<estimator>[-<solver>]-seed<seed>``; the latent part
+    is left out where the model takes its own default (the attribute model's style size)."""
+    latent = model_latent(config)
+    parts = [config.dataset, config.model, *([latent] if latent is not None else [])]
+    parts.append(config.estimator)
     if config.solver:
         parts.append(config.solver)
     name = "-".join(str(p) for p in parts) + f"-seed{config.seed}"
