@@ -1,7 +1,7 @@
 """The attribute VAE on synthetic faces, through the unchanged CelebA loader (issue 12).
 
-    python experiments/attribute_faces.py --steps 8000 --channels 8 --hidden 64 --style 8 \
-        --cycle 50 --label-eps 0.001 --out results/attribute/faces
+    python experiments/attribute_faces.py --steps 18000 --channels 8 --hidden 64 --style 8 \
+        --cycle 100 --label-eps 0.001 --out results/attribute
     # or judge a run of the CLI on faces written by `structvae make-celeba-demo demo/`:
     python experiments/attribute_faces.py --data-root demo/ --run runs/<run folder>
 
