@@ -134,11 +134,11 @@ def switch_rows(model: AttributeVAE, net: nn.Module, x: torch.Tensor) -> dict:
 
 def summarise(per_row: dict, rows: torch.Tensor | None = None) -> dict:
     """The fractions of :func:`switch_rows`'s ``per_row`` over ``rows`` (bool ``[B]``; all)."""
-    pick = (lambda t: t) if rows is None else (lambda t: t[rows])
+    sel = slice(None) if rows is None else rows
     return {
         name: {
-            "switch_success": float(pick(success).float().mean()),
-            "others_kept": float(pick(kept).float().mean()),
+            "switch_success": float(success[sel].float().mean()),
+            "others_kept": float(kept[sel].float().mean()),
         }
         for name, (success, kept) in per_row.items()
     }

@@ -36,12 +36,8 @@ METRIC_FIELDS = (
 def _auto_out(config: TrainConfig) -> Path:
     """``runs/<dataset>-<model>[-<latent>]-<estimator>[-<solver>]-seed<seed>``; the latent part
     is left out where the model takes its own default (the attribute model's style size)."""
-    latent = model_latent(config)
-    parts = [config.dataset, config.model, *([latent] if latent is not None else [])]
-    parts.append(config.estimator)
-    if config.solver:
-        parts.append(config.solver)
-    name = "-".join(str(p) for p in parts) + f"-seed{config.seed}"
+    parts = [config.dataset, config.model, model_latent(config), config.estimator, config.solver]
+    name = "-".join(str(p) for p in parts if p) + f"-seed{config.seed}"
     return Path("runs") / name.replace(os.sep, "_")
 
 
