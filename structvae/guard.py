@@ -141,6 +141,13 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, delivered as an interrupt so that it takes the Ctrl-C path."""
 
 
+def _no_undo() -> None:
+    """The undo function where no handler was installed (not the main thread)."""
+
+
+_no_undo.received = None
+
+
 def sigterm_as_interrupt() -> Callable[[], None]:
     """Make SIGTERM raise ``KeyboardInterrupt`` (main thread only); returns the undo function.
 
@@ -148,10 +155,16 @@ def sigterm_as_interrupt() -> Callable[[], None]:
     last finished epoch (written atomically) is intact and ``--resume`` continues from it.
     """
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+        return _no_undo
 
     def handler(signum, frame):
-        raise _Terminated(f"received signal {signal.Signals(signum).name}")
+        undo.received = f"received signal {signal.Signals(signum).name}"
+        raise _Terminated(undo.received)
 
+    def undo():
+        signal.signal(signal.SIGTERM, previous)
+
+    undo.received = None  # the signal's message once it came: the loop re-raises it between
+    # steps, as an exception raised inside a __del__ or a weakref callback is only printed
     previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    return undo

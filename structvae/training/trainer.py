@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..guard import sigterm_as_interrupt, train_step
+from ..guard import _Terminated, sigterm_as_interrupt, train_step
 from .artefacts import _RECON_IMAGES, _fixed_images, _plot_curves, _save_images
 from .build import _device, _labelled_subset, _load_data, check_config, resume_mismatch
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
@@ -118,6 +118,7 @@ class Trainer:
         self._steps = 0  # steps taken by this call (the max_steps budget)
         self._elapsed0 = 0.0  # progress.elapsed when this call started (the max_time_s budget)
         self.lock = None  # the run folder's lock, held by rank 0 while fit() runs
+        self._sigterm = None  # sigterm_as_interrupt's undo (its .received) while fit() runs
 
     # ------------------------------------------------------------------ setting up
     def fit(self) -> dict:
@@ -133,6 +134,7 @@ class Trainer:
         self._setup()
         self._start()
         restore_sigterm = sigterm_as_interrupt()  # kill (SIGTERM) takes the Ctrl-C path below
+        self._sigterm = restore_sigterm
         try:
             for epoch in range(self.progress.epoch, self.config.epochs):
                 if not self._run_epoch(epoch):
@@ -318,6 +320,8 @@ class Trainer:
                 x, y = next(batches)
                 p.position += 1
                 self._step(x, y)
+                if self._sigterm is not None and self._sigterm.received:
+                    raise _Terminated(self._sigterm.received)  # one swallowed by a __del__
                 bar.update(1)
                 if p.iteration % config.log_every == 0 and not bar.disable and p.sums.count:
                     bar.set_postfix(loss=f"{float(p.sums.sums['loss']) / p.sums.count:.2f}")
